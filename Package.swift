@@ -1,0 +1,57 @@
+// swift-tools-version:6.0
+//
+// Switchyard: a TCP (layer-4) load balancer in Swift over libuv.
+//
+// Three layers, one module each:
+//   SwitchyardCore  - pure: INI parsing, typed config, schedulers, health state machines.
+//                     No libuv, no clock, no randomness of its own (both are passed in).
+//   SwitchyardUV    - libuv: loop, TCP streams, timers, signals, buffer pool. Knows nothing of balancing.
+//   SwitchyardProxy - the wiring: listeners, proxy sessions, services, the process runtime.
+//   switchyard      - the thin executable (command line).
+import PackageDescription
+
+let package = Package(
+    name: "Switchyard",
+    products: [
+        .executable(name: "switchyard", targets: ["switchyard"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CLibUV",
+            path: "CLibUV",
+            pkgConfig: "libuv",
+            providers: [.apt(["libuv1-dev"])]
+        ),
+        .target(name: "SwitchyardCore"),
+        .target(name: "SwitchyardUV", dependencies: ["CLibUV"]),
+        .target(
+            name: "SwitchyardProxy",
+            dependencies: [
+                "SwitchyardCore",
+                "SwitchyardUV",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "switchyard",
+            dependencies: [
+                "SwitchyardProxy",
+                "SwitchyardCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(name: "SwitchyardCoreTests", dependencies: ["SwitchyardCore"]),
+        .testTarget(name: "SwitchyardUVTests", dependencies: ["SwitchyardUV"]),
+        .testTarget(
+            name: "SwitchyardEndToEndTests",
+            // Depends on the executable so that `swift test` builds it; the tests run the binary.
+            dependencies: ["switchyard"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,120 @@
+// The typed configuration: what an INI file means once it has been parsed and validated.
+// Pure values; the parser in INIParser.swift / ConfigLoader.swift produces them.
+
+/// A configuration error always names the file and line it comes from.
+public struct ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
+    public var file: String
+    public var line: Int
+    public var message: String
+
+    public init(file: String, line: Int, message: String) {
+        self.file = file
+        self.line = line
+        self.message = message
+    }
+
+    /// `FILE:LINE: message`, the form printed by `switchyard check` and logged on a bad reload.
+    public var description: String { "\(file):\(line): \(message)" }
+}
+
+/// `HOST:PORT` as written in the file. HOST is an IPv4 literal, an IPv6 literal (written `[::1]:80`
+/// in the file, stored here without brackets) or a DNS name; resolution happens in the wiring.
+public struct HostPort: Hashable, Sendable, CustomStringConvertible {
+    public var host: String
+    public var port: UInt16
+
+    public init(host: String, port: UInt16) {
+        self.host = host
+        self.port = port
+    }
+
+    /// True when `host` is an IPv6 literal (contains a colon).
+    public var isIPv6Literal: Bool { host.contains(":") }
+
+    /// Back to the file's notation: `1.2.3.4:80`, `[::1]:80`, `db.local:5432`.
+    public var description: String { isIPv6Literal ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+public enum LogLevel: String, CaseIterable, Sendable {
+    case trace, debug, info, notice, warning, error, critical
+}
+
+public enum LogFormat: String, CaseIterable, Sendable {
+    case text, json
+}
+
+public enum BalanceAlgorithm: String, CaseIterable, Sendable {
+    case leastConn = "least_conn"
+    case ipHash = "ip_hash"
+    case roundRobin = "round_robin"
+}
+
+public struct GlobalConfig: Equatable, Sendable {
+    /// Event-loop threads. `nil` means `auto` (one per CPU).
+    public var workers: Int? = 1
+    /// Admin HTTP address; `nil` when empty (off).
+    public var admin: HostPort? = HostPort(host: "127.0.0.1", port: 9000)
+    public var logLevel: LogLevel = .info
+    public var logFormat: LogFormat = .text
+    /// Global cap on client connections; beyond it new ones are accepted and closed at once.
+    public var maxConnections: Int = 10_000
+
+    public init() {}
+}
+
+public struct ServerConfig: Equatable, Sendable {
+    public var name: String
+    public var address: HostPort
+    public var weight: Int = 1
+    public var backup: Bool = false
+    /// Line of the `server =` entry, for messages that refer back to the file.
+    public var line: Int = 0
+
+    public init(name: String, address: HostPort, weight: Int = 1, backup: Bool = false, line: Int = 0) {
+        self.name = name
+        self.address = address
+        self.weight = weight
+        self.backup = backup
+        self.line = line
+    }
+}
+
+public struct ServiceConfig: Equatable, Sendable {
+    public var name: String
+    public var listen: [HostPort] = []
+    public var balance: BalanceAlgorithm = .leastConn
+    public var servers: [ServerConfig] = []
+    public var connectTimeout: Duration = .seconds(2)
+    /// `.zero` means off.
+    public var idleTimeout: Duration = .seconds(3600)
+    /// Line of the `[service NAME]` header.
+    public var line: Int = 0
+
+    public init(name: String, line: Int = 0) {
+        self.name = name
+        self.line = line
+    }
+}
+
+public struct SwitchyardConfig: Equatable, Sendable {
+    /// The file it was read from (for messages).
+    public var file: String
+    public var global: GlobalConfig
+    public var services: [ServiceConfig]
+
+    public init(file: String, global: GlobalConfig = GlobalConfig(), services: [ServiceConfig] = []) {
+        self.file = file
+        self.global = global
+        self.services = services
+    }
+}
+
+extension Duration {
+    /// Whole milliseconds, rounded up so that a non-zero duration never becomes 0 (libuv timers are in ms).
+    public var wholeMilliseconds: UInt64 {
+        let (seconds, attoseconds) = components
+        if seconds < 0 { return 0 }
+        let ms = UInt64(seconds) * 1000 + UInt64((attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
+        return ms
+    }
+}
