@@ -1,0 +1,140 @@
+import Logging
+import SwitchyardCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A swift-log handler that writes one line per record to standard error, as text or as JSON
+/// (one object per line). Each line goes out in a single `write(2)`, so lines from several threads
+/// never interleave.
+public struct StderrLogHandler: LogHandler {
+    public var logLevel: Logger.Level
+    public var metadata: Logger.Metadata = [:]
+    public let format: LogFormat
+    public let label: String
+
+    public init(label: String, format: LogFormat, level: Logger.Level) {
+        self.label = label
+        self.format = format
+        self.logLevel = level
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var merged = metadata
+        if let extra = event.metadata {
+            merged.merge(extra) { _, new in new }
+        }
+        var line = ""
+        line.reserveCapacity(160)
+        let time = Self.timestamp()
+        switch format {
+        case .text:
+            line += time
+            line += " "
+            line += event.level.rawValue
+            line += " "
+            line += event.message.description
+            for key in merged.keys.sorted() {
+                line += " "
+                line += key
+                line += "="
+                let value = merged[key]!.description
+                if value.isEmpty || value.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" }) {
+                    line += "\""
+                    for ch in value {
+                        if ch == "\"" { line += "\\" }
+                        line.append(ch)
+                    }
+                    line += "\""
+                } else {
+                    line += value
+                }
+            }
+        case .json:
+            line += "{\"time\":\""
+            line += time
+            line += "\",\"level\":\""
+            line += event.level.rawValue
+            line += "\",\"message\":"
+            Self.appendJSONString(event.message.description, to: &line)
+            for key in merged.keys.sorted() {
+                line += ","
+                Self.appendJSONString(key, to: &line)
+                line += ":"
+                Self.appendJSONString(merged[key]!.description, to: &line)
+            }
+            line += "}"
+        }
+        line += "\n"
+        var bytes = Array(line.utf8)
+        bytes.withUnsafeMutableBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let n = Glibc.write(2, raw.baseAddress! + offset, raw.count - offset)
+                if n > 0 {
+                    offset += n
+                } else if n < 0 && errno == EINTR {
+                    continue
+                } else {
+                    break
+                }
+            }
+        }
+    }
+
+    /// RFC 3339 UTC with milliseconds: 2026-11-21T12:00:00.123Z
+    static func timestamp() -> String {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        var seconds = ts.tv_sec
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        func pad(_ v: Int32, _ width: Int) -> String {
+            let s = String(v)
+            return s.count >= width ? s : String(repeating: "0", count: width - s.count) + s
+        }
+        return pad(parts.tm_year + 1900, 4) + "-" + pad(parts.tm_mon + 1, 2) + "-" + pad(parts.tm_mday, 2)
+            + "T" + pad(parts.tm_hour, 2) + ":" + pad(parts.tm_min, 2) + ":" + pad(parts.tm_sec, 2)
+            + "." + pad(Int32(ts.tv_nsec / 1_000_000), 3) + "Z"
+    }
+
+    static func appendJSONString(_ s: String, to out: inout String) {
+        out += "\""
+        for scalar in s.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if scalar.value < 0x20 {
+                    let hex = String(scalar.value, radix: 16)
+                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                } else {
+                    out.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        out += "\""
+    }
+}
+
+extension Logger.Level {
+    public init(_ level: LogLevel) {
+        switch level {
+        case .trace: self = .trace
+        case .debug: self = .debug
+        case .info: self = .info
+        case .notice: self = .notice
+        case .warning: self = .warning
+        case .error: self = .error
+        case .critical: self = .critical
+        }
+    }
+}

@@ -1,0 +1,113 @@
+import CLibUV
+import Synchronization
+
+/// One libuv loop and the per-loop resources that go with it (buffer and request pools).
+///
+/// Everything here runs on the loop's own thread, except `execute(_:)`, the only cross-thread
+/// entry point: it appends to a locked inbox and calls `uv_async_send`, which libuv documents as
+/// thread-safe and which coalesces several sends into one wake-up.
+public final class EventLoop: @unchecked Sendable {
+    // @unchecked Sendable: all state is confined to the loop thread except `inbox` (a Mutex) and
+    // the async handle pointer, which is written once before the loop runs and only read after.
+    public let raw: UnsafeMutablePointer<uv_loop_t>
+    public let buffers: BufferPool
+    let writeRequests = RequestPool<uv_write_t>()
+    private let inbox = Mutex<[@Sendable () -> Void]>([])
+    private var wakeup: AsyncWakeup?
+    private var finished = false
+
+    public init(bufferSize: Int = 64 * 1024) throws(UVError) {
+        raw = .allocate(capacity: 1)
+        let rc = uv_loop_init(raw)
+        if rc < 0 {
+            raw.deallocate()
+            throw UVError(rc)
+        }
+        buffers = BufferPool(bufferSize: bufferSize)
+        do {
+            wakeup = try AsyncWakeup(loop: self)
+        } catch {
+            uv_loop_close(raw)
+            raw.deallocate()
+            throw error
+        }
+    }
+
+    /// The loop's cached clock in milliseconds (updated once per loop iteration; cheap).
+    @inline(__always)
+    public var now: UInt64 { uv_now(raw) }
+
+    /// Runs the loop until no active handle remains (or `stop()` is called).
+    public func run() {
+        uv_run(raw, UV_RUN_DEFAULT)
+    }
+
+    /// Stops `run()` after the current iteration. Loop thread only.
+    public func stop() {
+        uv_stop(raw)
+    }
+
+    /// Runs `work` on the loop thread soon. Callable from any thread.
+    public func execute(_ work: @escaping @Sendable () -> Void) {
+        inbox.withLock { $0.append(work) }
+        wakeup?.send()
+    }
+
+    /// Closes the cross-thread wake-up handle so that the loop can run out of handles and return.
+    /// Work submitted after this is dropped. Loop thread only.
+    public func closeInbox() {
+        wakeup?.close()
+        wakeup = nil
+    }
+
+    fileprivate func drainInbox() {
+        let jobs = inbox.withLock { jobs -> [@Sendable () -> Void] in
+            let taken = jobs
+            jobs.removeAll(keepingCapacity: true)
+            return taken
+        }
+        for job in jobs { job() }
+    }
+
+    /// Closes the loop after `run()` returned. Returns false if handles are still open (a leak).
+    @discardableResult
+    public func finish() -> Bool {
+        guard !finished else { return true }
+        // Give close callbacks a chance to run.
+        uv_run(raw, UV_RUN_NOWAIT)
+        let rc = uv_loop_close(raw)
+        if rc == 0 {
+            finished = true
+            raw.deallocate()
+            return true
+        }
+        return false
+    }
+}
+
+/// The loop's `uv_async_t`, owned by the loop.
+private final class AsyncWakeup: UVHandle {
+    private unowned let owner: EventLoop
+
+    init(loop: EventLoop) throws(UVError) {
+        owner = loop
+        let h = UnsafeMutablePointer<uv_async_t>.allocate(capacity: 1)
+        let rc = uv_async_init(loop.raw, h) { handle in
+            guard let handle, let data = handle.pointee.data else { return }
+            let me = Unmanaged<AsyncWakeup>.fromOpaque(data).takeUnretainedValue()
+            me.owner.drainInbox()
+        }
+        if rc < 0 {
+            h.deallocate()
+            throw UVError(rc)
+        }
+        super.init(loop: loop, handle: asHandle(h))
+        // The wake-up must not keep the loop alive on its own once everything else is closed:
+        // it is closed explicitly by `closeInbox()`. While open it does keep the loop running.
+    }
+
+    func send() {
+        guard !isClosing else { return }
+        uv_async_send(UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_async_t.self))
+    }
+}

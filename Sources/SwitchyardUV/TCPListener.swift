@@ -1,0 +1,92 @@
+import CLibUV
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A listening TCP socket. Reports each pending connection; the owner accepts it with `accept()`.
+public final class TCPListener: UVHandle {
+    public typealias ConnectionHandler = (TCPListener) -> Void
+    private var onConnection: ConnectionHandler?
+    /// Called when accepting fails (e.g. EMFILE); the listener keeps listening.
+    public var onError: ((TCPListener, UVError) -> Void)?
+    /// The address actually bound (with the real port when port 0 was asked for).
+    public private(set) var boundAddress: SocketAddress
+    private var closeHandler: (() -> Void)?
+
+    var tcp: UnsafeMutablePointer<uv_tcp_t> {
+        UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_tcp_t.self)
+    }
+
+    /// Binds and listens. With `reusePort`, sets `SO_REUSEPORT` before binding so that several
+    /// loops can each have their own listening socket on one address (the kernel spreads
+    /// connections among them). IPv6 sockets are IPv6-only, so `0.0.0.0:P` and `[::]:P` can coexist.
+    public init(
+        loop: EventLoop, address: SocketAddress, backlog: Int32 = 511, reusePort: Bool = false,
+        onConnection: @escaping ConnectionHandler
+    ) throws(UVError) {
+        let h = UnsafeMutablePointer<uv_tcp_t>.allocate(capacity: 1)
+        let rc = uv_tcp_init_ex(loop.raw, h, UInt32(address.family == .ipv6 ? AF_INET6 : AF_INET))
+        if rc < 0 {
+            h.deallocate()
+            throw UVError(rc)
+        }
+        self.boundAddress = address
+        self.onConnection = onConnection
+        super.init(loop: loop, handle: asHandle(h))
+        do throws(UVError) {
+            if reusePort {
+                var fd: uv_os_fd_t = -1
+                try UVError.check(uv_fileno(handle, &fd))
+                var one: Int32 = 1
+                if setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size)) != 0 {
+                    throw UVError(-errno)
+                }
+            }
+            let flags: UInt32 = address.family == .ipv6 ? UInt32(UV_TCP_IPV6ONLY.rawValue) : 0
+            try UVError.check(address.withSockaddr { uv_tcp_bind(tcp, $0, flags) })
+            try UVError.check(uv_listen(asStream(tcp), backlog) { server, status in
+                guard let server, let data = server.pointee.data else { return }
+                let me = Unmanaged<TCPListener>.fromOpaque(data).takeUnretainedValue()
+                if status < 0 {
+                    me.onError?(me, UVError(status))
+                } else {
+                    me.onConnection?(me)
+                }
+            })
+            var storage = sockaddr_storage()
+            var length = Int32(MemoryLayout<sockaddr_storage>.size)
+            let nameRC = withUnsafeMutableBytes(of: &storage) { raw in
+                uv_tcp_getsockname(tcp, raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), &length)
+            }
+            if nameRC == 0 { boundAddress = SocketAddress(storage: storage) }
+        } catch {
+            close()
+            throw error
+        }
+    }
+
+    /// Accepts one pending connection into a new stream.
+    public func accept() throws(UVError) -> TCPStream {
+        let client = try TCPStream(loop: loop)
+        let rc = uv_accept(asStream(tcp), client.stream)
+        if rc < 0 {
+            client.close()
+            throw UVError(rc)
+        }
+        return client
+    }
+
+    /// Closes the listener; `then` runs once the socket is really closed.
+    public func close(then: @escaping () -> Void) {
+        closeHandler = then
+        close()
+    }
+
+    override func didClose() {
+        onConnection = nil
+        onError = nil
+        let handler = closeHandler
+        closeHandler = nil
+        handler?()
+    }
+}

@@ -1,0 +1,272 @@
+import CLibUV
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a `TCPStream` reports. All calls happen on the loop thread, from libuv callbacks.
+public protocol TCPStreamDelegate: AnyObject {
+    /// `count` bytes arrived in `buffer`, a buffer of `stream.loop.buffers`. The delegate owns it
+    /// now: it hands it to `write(buffer:count:)` on another stream or gives it back to the pool.
+    func stream(_ stream: TCPStream, didRead buffer: UnsafeMutableRawPointer, count: Int)
+    /// The peer finished sending (FIN).
+    func streamDidReachEOF(_ stream: TCPStream)
+    /// A read, write or shutdown failed (reset, broken pipe, …). `UV_ECANCELED` is never reported.
+    func stream(_ stream: TCPStream, didFail error: UVError)
+    /// The outgoing connect finished; `error` is nil on success.
+    func stream(_ stream: TCPStream, didConnect error: UVError?)
+    /// Queued writes fell to the low-water mark after having crossed the high-water mark.
+    func streamDidDrain(_ stream: TCPStream)
+    /// The write side was shut down after every queued write was flushed.
+    func streamDidShutdown(_ stream: TCPStream)
+    /// The handle is closed and its memory freed.
+    func streamDidClose(_ stream: TCPStream)
+}
+
+/// A TCP connection on a loop: reads into pooled buffers, writes pooled buffers without copying,
+/// and tracks how much it has queued so that the relay can apply backpressure.
+public final class TCPStream: UVHandle {
+    /// Receives this stream's events. Kept until the close callback, then released.
+    public var delegate: (any TCPStreamDelegate)?
+    /// Bytes of pool buffers pinned by writes that have not completed yet.
+    public private(set) var queuedBytes = 0
+    /// Above this many queued bytes the relay stops reading the other side.
+    public var highWaterMark = 256 * 1024
+    /// `streamDidDrain` is reported once queued bytes fall to this after crossing the high-water mark.
+    public var lowWaterMark = 64 * 1024
+    public private(set) var isReading = false
+    private var drainPending = false
+    /// A small tag for the owner (e.g. which side of a proxy session this is).
+    public var tag: UInt8 = 0
+
+    var tcp: UnsafeMutablePointer<uv_tcp_t> {
+        UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_tcp_t.self)
+    }
+
+    var stream: UnsafeMutablePointer<uv_stream_t> { asStream(tcp) }
+
+    /// A new, unconnected TCP handle on `loop`.
+    public init(loop: EventLoop) throws(UVError) {
+        let h = UnsafeMutablePointer<uv_tcp_t>.allocate(capacity: 1)
+        let rc = uv_tcp_init(loop.raw, h)
+        if rc < 0 {
+            h.deallocate()
+            throw UVError(rc)
+        }
+        super.init(loop: loop, handle: asHandle(h))
+    }
+
+    /// A TCP handle whose socket is created at once for `family` (so options can be set before bind).
+    init(loop: EventLoop, family: SocketAddress.Family) throws(UVError) {
+        let h = UnsafeMutablePointer<uv_tcp_t>.allocate(capacity: 1)
+        let rc = uv_tcp_init_ex(loop.raw, h, UInt32(family == .ipv6 ? AF_INET6 : AF_INET))
+        if rc < 0 {
+            h.deallocate()
+            throw UVError(rc)
+        }
+        super.init(loop: loop, handle: asHandle(h))
+    }
+
+    override func didClose() {
+        let d = delegate
+        delegate = nil
+        d?.streamDidClose(self)
+    }
+
+    // MARK: Options and addresses
+
+    public func setNoDelay(_ on: Bool) throws(UVError) {
+        try UVError.check(uv_tcp_nodelay(tcp, on ? 1 : 0))
+    }
+
+    /// TCP keepalive with the first probe after `delaySeconds` of idleness.
+    public func setKeepAlive(_ on: Bool, delaySeconds: UInt32 = 60) throws(UVError) {
+        try UVError.check(uv_tcp_keepalive(tcp, on ? 1 : 0, delaySeconds))
+    }
+
+    public func peerAddress() -> SocketAddress? {
+        var storage = sockaddr_storage()
+        var length = Int32(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutableBytes(of: &storage) { raw in
+            uv_tcp_getpeername(tcp, raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), &length)
+        }
+        return rc == 0 ? SocketAddress(storage: storage) : nil
+    }
+
+    public func localAddress() -> SocketAddress? {
+        var storage = sockaddr_storage()
+        var length = Int32(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutableBytes(of: &storage) { raw in
+            uv_tcp_getsockname(tcp, raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), &length)
+        }
+        return rc == 0 ? SocketAddress(storage: storage) : nil
+    }
+
+    /// The OS file descriptor (for socket options libuv does not wrap).
+    public func fileDescriptor() throws(UVError) -> Int32 {
+        var fd: uv_os_fd_t = -1
+        try UVError.check(uv_fileno(handle, &fd))
+        return fd
+    }
+
+    // MARK: Connect
+
+    public func connect(to address: SocketAddress) throws(UVError) {
+        let req = UnsafeMutablePointer<uv_connect_t>.allocate(capacity: 1)
+        let rc = address.withSockaddr { sa in
+            uv_tcp_connect(req, tcp, sa) { req, status in
+                guard let req else { return }
+                let streamHandle = req.pointee.handle
+                req.deallocate()
+                guard let streamHandle, let data = streamHandle.pointee.data else { return }
+                let me = Unmanaged<TCPStream>.fromOpaque(data).takeUnretainedValue()
+                if status == UVError.canceled.code { return }
+                me.delegate?.stream(me, didConnect: status < 0 ? UVError(status) : nil)
+            }
+        }
+        if rc < 0 {
+            req.deallocate()
+            throw UVError(rc)
+        }
+    }
+
+    // MARK: Reading
+
+    /// Starts reading (idempotent). Buffers are taken from the pool only when data is ready.
+    public func startReading() throws(UVError) {
+        guard !isReading, !isClosing else { return }
+        try UVError.check(uv_read_start(stream, tcpAllocCallback, tcpReadCallback))
+        isReading = true
+    }
+
+    /// Stops reading (idempotent), e.g. while the other side's queue is above its high-water mark.
+    public func stopReading() {
+        guard isReading else { return }
+        uv_read_stop(stream)
+        isReading = false
+    }
+
+    fileprivate func handleRead(_ nread: Int, _ base: UnsafeMutableRawPointer?) {
+        if nread > 0, let base {
+            if let delegate {
+                delegate.stream(self, didRead: base, count: nread)
+            } else {
+                loop.buffers.give(base)
+            }
+            return
+        }
+        if let base { loop.buffers.give(base) }
+        if nread == 0 { return }  // EAGAIN: nothing to do
+        let code = Int32(truncatingIfNeeded: nread)
+        if code == UVError.eof.code {
+            // libuv stops reading on EOF by itself.
+            isReading = false
+            delegate?.streamDidReachEOF(self)
+        } else if code != UVError.canceled.code {
+            stopReading()
+            delegate?.stream(self, didFail: UVError(code))
+        }
+    }
+
+    // MARK: Writing
+
+    /// Writes `count` bytes of `buffer`, a pool buffer whose ownership passes to the stream: it goes
+    /// back to the pool once written. Tries a synchronous write first; queues the rest. Returns an
+    /// error if the write failed at once (the buffer is back in the pool then too).
+    @discardableResult
+    public func write(buffer: UnsafeMutableRawPointer, count: Int) -> UVError? {
+        var buf = uv_buf_init(buffer.assumingMemoryBound(to: CChar.self), UInt32(count))
+        var offset = 0
+        if queuedBytes == 0 {
+            let n = uv_try_write(stream, &buf, 1)
+            if n == count {
+                loop.buffers.give(buffer)
+                return nil
+            }
+            if n >= 0 {
+                offset = Int(n)
+            } else if n != UVError.again.code {
+                loop.buffers.give(buffer)
+                return UVError(n)
+            }
+            buf = uv_buf_init((buffer + offset).assumingMemoryBound(to: CChar.self), UInt32(count - offset))
+        }
+        let req = loop.writeRequests.take()
+        req.pointee.data = buffer
+        let rc = uv_write(req, stream, &buf, 1, tcpWriteCallback)
+        if rc < 0 {
+            loop.writeRequests.give(req)
+            loop.buffers.give(buffer)
+            return UVError(rc)
+        }
+        queuedBytes += loop.buffers.bufferSize
+        if queuedBytes > highWaterMark { drainPending = true }
+        return nil
+    }
+
+    /// True while queued writes are above the high-water mark.
+    public var isAboveHighWaterMark: Bool { queuedBytes > highWaterMark }
+
+    fileprivate func handleWriteDone(_ req: UnsafeMutablePointer<uv_write_t>, status: Int32) {
+        if let base = req.pointee.data { loop.buffers.give(base) }
+        loop.writeRequests.give(req)
+        queuedBytes -= loop.buffers.bufferSize
+        if status < 0 {
+            if status != UVError.canceled.code { delegate?.stream(self, didFail: UVError(status)) }
+            return
+        }
+        if drainPending && queuedBytes <= lowWaterMark {
+            drainPending = false
+            delegate?.streamDidDrain(self)
+        }
+    }
+
+    /// Shuts down the write side once every queued write has been flushed.
+    public func shutdown() throws(UVError) {
+        let req = UnsafeMutablePointer<uv_shutdown_t>.allocate(capacity: 1)
+        let rc = uv_shutdown(req, stream) { req, status in
+            guard let req else { return }
+            let streamHandle = req.pointee.handle
+            req.deallocate()
+            guard let streamHandle, let data = streamHandle.pointee.data else { return }
+            let me = Unmanaged<TCPStream>.fromOpaque(data).takeUnretainedValue()
+            if status == UVError.canceled.code { return }
+            if status < 0 {
+                me.delegate?.stream(me, didFail: UVError(status))
+            } else {
+                me.delegate?.streamDidShutdown(me)
+            }
+        }
+        if rc < 0 {
+            req.deallocate()
+            throw UVError(rc)
+        }
+    }
+
+    /// Closes with a TCP reset (RST) instead of FIN: for connections cut short by an error.
+    public func closeWithReset() {
+        guard beginClose() else { return }
+        // uv_tcp_close_reset refuses (UV_EINVAL) while a shutdown is pending: close normally then.
+        if uv_tcp_close_reset(tcp, uvHandleCloseCallback) != 0 {
+            uv_close(handle, uvHandleCloseCallback)
+        }
+    }
+}
+
+private let tcpAllocCallback: uv_alloc_cb = { handle, _, buf in
+    guard let handle, let buf, let data = handle.pointee.data else { return }
+    let me = Unmanaged<TCPStream>.fromOpaque(data).takeUnretainedValue()
+    let pool = me.loop.buffers
+    buf.pointee = uv_buf_init(pool.take().assumingMemoryBound(to: CChar.self), UInt32(pool.bufferSize))
+}
+
+private let tcpReadCallback: uv_read_cb = { stream, nread, buf in
+    guard let stream, let data = stream.pointee.data else { return }
+    let me = Unmanaged<TCPStream>.fromOpaque(data).takeUnretainedValue()
+    me.handleRead(nread, UnsafeMutableRawPointer(buf?.pointee.base))
+}
+
+private let tcpWriteCallback: uv_write_cb = { req, status in
+    guard let req, let streamHandle = req.pointee.handle, let data = streamHandle.pointee.data else { return }
+    let me = Unmanaged<TCPStream>.fromOpaque(data).takeUnretainedValue()
+    me.handleWriteDone(req, status: status)
+}

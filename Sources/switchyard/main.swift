@@ -1,0 +1,102 @@
+import ArgumentParser
+import Logging
+import SwitchyardCore
+import SwitchyardProxy
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct Switchyard: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "switchyard",
+        abstract: "A TCP (layer-4) load balancer.",
+        version: SwitchyardVersion.current,
+        subcommands: [Run.self, Check.self],
+        defaultSubcommand: Run.self
+    )
+}
+
+struct ConfigOption: ParsableArguments {
+    @Option(name: .shortAndLong, help: "Path to the INI configuration file.")
+    var config: String = "/etc/switchyard/switchyard.ini"
+}
+
+/// The process environment, for `${VAR}` substitution in the INI file.
+func processEnvironment() -> [String: String] {
+    var result: [String: String] = [:]
+    var cursor = environ
+    while let entry = cursor.pointee {
+        let pair = String(cString: entry)
+        if let eq = pair.firstIndex(of: "=") {
+            result[String(pair[..<eq])] = String(pair[pair.index(after: eq)...])
+        }
+        cursor += 1
+    }
+    return result
+}
+
+func printError(_ message: String) {
+    var bytes = Array((message + "\n").utf8)
+    _ = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) }
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the load balancer (the default).")
+    @OptionGroup var options: ConfigOption
+
+    func run() throws {
+        let config: SwitchyardConfig
+        do {
+            config = try ConfigLoader.load(path: options.config, environment: processEnvironment())
+        } catch {
+            printError(error.description)
+            throw ExitCode(1)
+        }
+        let format = config.global.logFormat
+        let level = Logger.Level(config.global.logLevel)
+        LoggingSystem.bootstrap { label in
+            StderrLogHandler(label: label, format: format, level: level)
+        }
+        let logger = Logger(label: "switchyard")
+        do {
+            let runtime = try ProxyRuntime(config: config, logger: logger)
+            let status = try runtime.run()
+            if status != 0 { throw ExitCode(status) }
+        } catch let exit as ExitCode {
+            throw exit
+        } catch {
+            logger.critical("cannot start", metadata: ["error": "\(error)"])
+            throw ExitCode(1)
+        }
+    }
+}
+
+struct Check: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Validate a configuration file and print a summary (exit 1 with FILE:LINE on error).")
+    @OptionGroup var options: ConfigOption
+
+    func run() throws {
+        let config: SwitchyardConfig
+        do {
+            config = try ConfigLoader.load(path: options.config, environment: processEnvironment())
+        } catch {
+            printError(error.description)
+            throw ExitCode(1)
+        }
+        let serverCount = config.services.reduce(0) { $0 + $1.servers.count }
+        let listenerCount = config.services.reduce(0) { $0 + $1.listen.count }
+        print("\(options.config): OK: \(config.services.count) service(s), \(listenerCount) listener(s), \(serverCount) server(s)")
+        for service in config.services {
+            let listens = service.listen.map(\.description).joined(separator: ", ")
+            let servers = service.servers.map { server in
+                var s = "\(server.name)=\(server.address)"
+                if server.weight != 1 { s += " weight=\(server.weight)" }
+                if server.backup { s += " backup" }
+                return s
+            }.joined(separator: ", ")
+            print("  [service \(service.name)] \(service.balance.rawValue) on \(listens) -> \(servers)")
+        }
+    }
+}
