@@ -1,0 +1,393 @@
+// Turns INI text into a validated SwitchyardConfig. All-or-nothing: the first error (in file order)
+// is thrown as ConfigError(FILE, LINE, message) and nothing is returned.
+//
+// Adding a key: add a field (with its default) to the model in ConfigModel.swift, then one line in
+// `ConfigSchema.global` or `ConfigSchema.service` below, e.g.
+//     .single("drain_timeout", .duration, \.drainTimeout),
+// `.single` keys may appear once per section, `.repeated` keys append to an array in file order,
+// `.custom` gets the raw value (after `${VAR}` substitution) for anything more involved.
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+public enum ConfigLoader {
+    /// Reads and parses a file. File read errors become
+    /// ConfigError(file: path, line: 0, message: "cannot read file: <reason>").
+    public static func load(path: String, environment: [String: String] = [:]) throws(ConfigError) -> SwitchyardConfig {
+        let text: String
+        do {
+            text = try readTextFile(path)
+        } catch {
+            throw ConfigError(file: path, line: 0, message: "cannot read file: \(error.message)")
+        }
+        return try parse(text, file: path, environment: environment)
+    }
+
+    /// Parses text that claims to come from `file`.
+    public static func parse(_ text: String, file: String, environment: [String: String] = [:]) throws(ConfigError) -> SwitchyardConfig {
+        var loader = Loader(file: file, environment: environment)
+        var parser = INIParser(text, file: file)
+        while let event = try parser.next() {
+            switch event {
+            case let .section(name, argument, line):
+                try loader.finishSection()
+                try loader.beginSection(name: name, argument: argument, line: line)
+            case let .entry(key, value, line):
+                try loader.entry(key: key, rawValue: value, line: line)
+            }
+        }
+        try loader.finishSection()
+        guard !loader.config.services.isEmpty else {
+            throw ConfigError(
+                file: file, line: parser.lineCount,
+                message: "no [service] section: add at least one [service NAME] with listen and server lines")
+        }
+        return loader.config
+    }
+}
+
+// MARK: - The schema: every section's keys, in one place
+
+enum ConfigSchema {
+    static var global: [KeyRule<GlobalConfig>] {
+        [
+            .single("workers", .workers, \.workers),
+            .single("admin", .optionalHostPort, \.admin),
+            .single("log_level", .oneOf(LogLevel.self), \.logLevel),
+            .single("log_format", .oneOf(LogFormat.self), \.logFormat),
+            .single("max_connections", .positiveInt, \.maxConnections),
+        ]
+    }
+
+    static var service: [KeyRule<ServiceConfig>] {
+        [
+            .repeated("listen", .hostPort, \.listen),
+            .single("balance", .oneOf(BalanceAlgorithm.self), \.balance),
+            .custom("server", repeatable: true, addServer),
+            .single("connect_timeout", .positiveDuration, \.connectTimeout),
+            .single("idle_timeout", .duration, \.idleTimeout),
+        ]
+    }
+
+    /// `server = NAME HOST:PORT [weight=N] [backup]`
+    static func addServer(_ service: inout ServiceConfig, _ value: String, _ line: Int) throws(ValueError) {
+        let usage = "expected server = NAME HOST:PORT [weight=N] [backup]"
+        let words = value.split(whereSeparator: \.isWhitespace).map(String.init)
+        guard let name = words.first else { throw ValueError("missing value for server (\(usage))") }
+        guard words.count >= 2 else {
+            if name.contains(":") { throw ValueError("server \"\(name)\" has no name (\(usage))") }
+            throw ValueError("server \(name) has no address (\(usage))")
+        }
+        guard isValidName(name) else {
+            throw ValueError("bad server name \"\(name)\" (use letters, digits, -, _ and .)")
+        }
+        let address: HostPort
+        do throws(ValueError) {
+            address = try hostPort(words[1])
+        } catch {
+            throw ValueError("bad address \"\(words[1])\" for server \(name): \(error.message) (expected HOST:PORT, e.g. 10.0.0.1:5432)")
+        }
+        guard address.port != 0 else { throw ValueError("bad address \"\(words[1])\" for server \(name): port 0 is not allowed for a server") }
+
+        var server = ServerConfig(name: name, address: address, line: line)
+        var sawWeight = false
+        var sawBackup = false
+        for option in words.dropFirst(2) {
+            if option == "backup" {
+                guard !sawBackup else { throw ValueError("backup given twice for server \(name)") }
+                sawBackup = true
+                server.backup = true
+            } else if option.hasPrefix("weight=") {
+                guard !sawWeight else { throw ValueError("weight given twice for server \(name)") }
+                sawWeight = true
+                let text = option.dropFirst("weight=".count)
+                guard text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
+                      let weight = Int(text), (1...256).contains(weight)
+                else { throw ValueError("bad weight \"\(text)\" for server \(name) (expected a whole number from 1 to 256)") }
+                server.weight = weight
+            } else {
+                throw ValueError("unknown option \"\(option)\" for server \(name) (expected weight=N or backup)")
+            }
+        }
+        if let first = service.servers.first(where: { $0.name == name }) {
+            throw ValueError("duplicate server \(name) in service \(service.name) (first at line \(first.line))")
+        }
+        service.servers.append(server)
+    }
+}
+
+// MARK: - Rules and value parsers
+
+/// One key of a section: its name, whether it may repeat, and how it changes the section's model.
+struct KeyRule<Target> {
+    let key: String
+    let repeatable: Bool
+    let apply: (_ target: inout Target, _ value: String, _ line: Int) throws(ValueError) -> Void
+
+    /// A key given at most once; its value replaces the model's default.
+    static func single<V>(_ key: String, _ parser: ValueParser<V>, _ path: WritableKeyPath<Target, V>) -> KeyRule {
+        KeyRule(key: key, repeatable: false) { target, value, _ throws(ValueError) in
+            target[keyPath: path] = try parser.parse(value, key)
+        }
+    }
+
+    /// A key that may repeat; each value is appended in file order.
+    static func repeated<V>(_ key: String, _ parser: ValueParser<V>, _ path: WritableKeyPath<Target, [V]>) -> KeyRule {
+        KeyRule(key: key, repeatable: true) { target, value, _ throws(ValueError) in
+            target[keyPath: path].append(try parser.parse(value, key))
+        }
+    }
+
+    static func custom(
+        _ key: String, repeatable: Bool,
+        _ apply: @escaping (_ target: inout Target, _ value: String, _ line: Int) throws(ValueError) -> Void
+    ) -> KeyRule {
+        KeyRule(key: key, repeatable: repeatable, apply: apply)
+    }
+}
+
+/// Turns a value into V, or says what was expected.
+struct ValueParser<V> {
+    let parse: (_ value: String, _ key: String) throws(ValueError) -> V
+
+    /// `bad KIND "VALUE" for KEY (expected EXPECTED)`, or `missing value for KEY (expected ...)`.
+    static func simple(kind: String, expected: String, _ convert: @escaping (String) -> V?) -> ValueParser {
+        ValueParser { value, key throws(ValueError) in
+            if let result = convert(value) { return result }
+            if value.isEmpty { throw ValueError("missing value for \(key) (expected \(expected))") }
+            throw ValueError("bad \(kind) \"\(value)\" for \(key) (expected \(expected))")
+        }
+    }
+}
+
+let durationExamples = "e.g. 250ms, 2s, 5m, 1h"
+
+extension ValueParser where V == Duration {
+    static var duration: ValueParser {
+        .simple(kind: "duration", expected: durationExamples, parseDuration)
+    }
+    static var positiveDuration: ValueParser {
+        ValueParser { value, key throws(ValueError) in
+            let duration = try ValueParser.duration.parse(value, key)
+            guard duration > .zero else { throw ValueError("bad duration \"\(value)\" for \(key) (must be greater than 0)") }
+            return duration
+        }
+    }
+}
+
+extension ValueParser where V == Int {
+    static var positiveInt: ValueParser {
+        .simple(kind: "number", expected: "a whole number greater than 0", parsePositiveInt)
+    }
+}
+
+extension ValueParser where V == Int? {
+    /// A positive integer, or `auto` (nil).
+    static var workers: ValueParser {
+        .simple(kind: "number", expected: "a whole number greater than 0, or auto") { text in
+            if text == "auto" { return .some(nil) }
+            return parsePositiveInt(text).map { .some($0) }
+        }
+    }
+}
+
+extension ValueParser where V == HostPort {
+    static var hostPort: ValueParser {
+        ValueParser { value, key throws(ValueError) in
+            let expected = "expected HOST:PORT, e.g. 0.0.0.0:6432 or [::]:6432"
+            if value.isEmpty { throw ValueError("missing value for \(key) (\(expected))") }
+            do throws(ValueError) {
+                return try SwitchyardCore.hostPort(value)
+            } catch {
+                throw ValueError("bad address \"\(value)\" for \(key): \(error.message) (\(expected))")
+            }
+        }
+    }
+}
+
+extension ValueParser where V == HostPort? {
+    /// HOST:PORT, or empty for "off" (nil).
+    static var optionalHostPort: ValueParser {
+        ValueParser { value, key throws(ValueError) in
+            if value.isEmpty { return nil }
+            return try ValueParser<HostPort>.hostPort.parse(value, key)
+        }
+    }
+}
+
+extension ValueParser where V: RawRepresentable & CaseIterable, V.RawValue == String {
+    static func oneOf(_ type: V.Type) -> ValueParser {
+        let names = V.allCases.map(\.rawValue)
+        let expected = "one of " + names.joined(separator: ", ")
+        return .simple(kind: "value", expected: expected) { V(rawValue: $0) }
+    }
+}
+
+private func parsePositiveInt(_ text: String) -> Int? {
+    guard !text.isEmpty, text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
+          let value = Int(text), value > 0
+    else { return nil }
+    return value
+}
+
+// MARK: - The loading state machine
+
+private struct Loader {
+    let file: String
+    let environment: [String: String]
+    var config: SwitchyardConfig
+
+    private enum Current {
+        case none
+        case global(GlobalConfig)
+        case service(ServiceConfig)
+    }
+
+    private var current = Current.none
+    /// Label for messages, e.g. `[service pg]`.
+    private var sectionLabel = ""
+    /// First line of each key seen in the current section.
+    private var seenKeys: [String: Int] = [:]
+    private var globalLine: Int?
+    private var serviceLines: [String: Int] = [:]
+    /// Listen addresses accepted so far, to catch two listeners on one socket.
+    private var bound: [(address: HostPort, service: String, line: Int)] = []
+
+    init(file: String, environment: [String: String]) {
+        self.file = file
+        self.environment = environment
+        self.config = SwitchyardConfig(file: file)
+    }
+
+    private func error(_ line: Int, _ message: String) -> ConfigError {
+        ConfigError(file: file, line: line, message: message)
+    }
+
+    mutating func beginSection(name: String, argument: String?, line: Int) throws(ConfigError) {
+        seenKeys = [:]
+        switch name {
+        case "global":
+            if let argument { throw error(line, "[global] takes no name (found \"\(argument)\")") }
+            if let first = globalLine { throw error(line, "duplicate [global] section (first at line \(first))") }
+            globalLine = line
+            sectionLabel = "[global]"
+            current = .global(config.global)
+        case "service":
+            guard let serviceName = argument else {
+                throw error(line, "missing service name (expected [service NAME])")
+            }
+            guard isValidName(serviceName) else {
+                throw error(line, "bad service name \"\(serviceName)\" (use letters, digits, -, _ and .)")
+            }
+            if let first = serviceLines[serviceName] {
+                throw error(line, "duplicate service \(serviceName) (first at line \(first))")
+            }
+            serviceLines[serviceName] = line
+            sectionLabel = "[service \(serviceName)]"
+            current = .service(ServiceConfig(name: serviceName, line: line))
+        default:
+            let shown = argument.map { "[\(name) \($0)]" } ?? "[\(name)]"
+            throw error(line, "unknown section \(shown) (expected [global] or [service NAME])")
+        }
+    }
+
+    mutating func finishSection() throws(ConfigError) {
+        switch current {
+        case .none:
+            break
+        case .global(let global):
+            config.global = global
+        case .service(let service):
+            if service.listen.isEmpty {
+                throw error(service.line, "service \(service.name) has no listen address (add listen = HOST:PORT)")
+            }
+            if service.servers.isEmpty {
+                throw error(service.line, "service \(service.name) has no server (add server = NAME HOST:PORT)")
+            }
+            config.services.append(service)
+        }
+        current = .none
+    }
+
+    mutating func entry(key: String, rawValue: String, line: Int) throws(ConfigError) {
+        switch current {
+        case .none:
+            // INIParser never yields an entry outside a section, and a bad header throws.
+            throw error(line, "\"\(key)\" is outside any section")
+        case .global(var global):
+            try apply(ConfigSchema.global, to: &global, key: key, rawValue: rawValue, line: line)
+            current = .global(global)
+        case .service(var service):
+            let listenCount = service.listen.count
+            try apply(ConfigSchema.service, to: &service, key: key, rawValue: rawValue, line: line)
+            for address in service.listen[listenCount...] {
+                try bind(address, service: service.name, line: line)
+            }
+            current = .service(service)
+        }
+    }
+
+    private mutating func apply<T>(_ rules: [KeyRule<T>], to target: inout T, key: String, rawValue: String, line: Int) throws(ConfigError) {
+        guard let rule = rules.first(where: { $0.key == key }) else {
+            let known = rules.map(\.key).joined(separator: ", ")
+            throw error(line, "unknown key \"\(key)\" in \(sectionLabel) (known keys: \(known))")
+        }
+        if !rule.repeatable, let first = seenKeys[key] {
+            throw error(line, "duplicate key \(key) in \(sectionLabel) (first at line \(first))")
+        }
+        seenKeys[key] = seenKeys[key] ?? line
+        do {
+            let value = try substituteEnvironment(rawValue, environment: environment)
+            try rule.apply(&target, value, line)
+        } catch {
+            throw self.error(line, error.message)
+        }
+    }
+
+    private mutating func bind(_ address: HostPort, service: String, line: Int) throws(ConfigError) {
+        if let other = bound.first(where: { listenAddressesConflict($0.address, address) }) {
+            let owner = other.service == service ? "this service" : "service \(other.service)"
+            if other.address == address {
+                throw error(line, "listen address \(address) is already used by \(owner) (line \(other.line))")
+            }
+            throw error(line, "listen address \(address) conflicts with \(other.address) of \(owner) (line \(other.line))")
+        }
+        bound.append((address, service, line))
+    }
+}
+
+// MARK: - Reading the file (the only I/O in SwitchyardCore)
+
+private let maxConfigFileSize = 16 << 20
+
+private func readTextFile(_ path: String) throws(ValueError) -> String {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw ValueError(errnoDescription()) }
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+    while true {
+        let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n < 0 {
+            if errno == EINTR { continue }
+            throw ValueError(errnoDescription())
+        }
+        if n == 0 { break }
+        bytes.append(contentsOf: chunk[..<n])
+        if bytes.count > maxConfigFileSize { throw ValueError("file is larger than 16 MiB") }
+    }
+    guard let text = String(validating: bytes, as: UTF8.self) else {
+        throw ValueError("not valid UTF-8 text")
+    }
+    return text
+}
+
+private func errnoDescription() -> String {
+    guard let message = strerror(errno) else { return "error \(errno)" }
+    return String(cString: message)
+}
