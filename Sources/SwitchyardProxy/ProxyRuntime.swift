@@ -60,6 +60,7 @@ public final class ProxyRuntime {
         } catch {
             for service in services {
                 for listener in service.listeners { listener.close() }
+                service.stopHealthChecks()
             }
             loop.closeInbox()
             loop.run()
@@ -84,7 +85,10 @@ public final class ProxyRuntime {
 
     private func startServices() throws {
         for serviceConfig in config.services {
-            let service = ServiceRuntime(config: serviceConfig, logger: logger)
+            let service = ServiceRuntime(config: serviceConfig, loop: loop, logger: logger)
+            service.onServerDown = { [unowned self] service, server in
+                self.closeConnections(of: service, to: server, reason: "server_down")
+            }
             services.append(service)
             for listen in serviceConfig.listen {
                 let address: SocketAddress
@@ -116,6 +120,15 @@ public final class ProxyRuntime {
                 }
             }
         }
+        for service in services {
+            try service.startHealthChecks()
+        }
+    }
+
+    /// `on_down = close`: ends the established connections of `service` to `server`.
+    func closeConnections(of service: ServiceRuntime, to server: UpstreamServer, reason: String) {
+        let doomed = sessions.values.filter { $0.service === service && $0.server === server }
+        for session in doomed { session.finish(reason, reset: true) }
     }
 
     private func accept(on listener: TCPListener, for service: ServiceRuntime) {
@@ -167,6 +180,7 @@ public final class ProxyRuntime {
         for service in services {
             for listener in service.listeners { listener.close() }
             service.listeners.removeAll()
+            service.stopHealthChecks()
         }
         for session in sessions.values {
             session.finish("shutdown")

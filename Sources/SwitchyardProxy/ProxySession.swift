@@ -10,7 +10,7 @@ import SwitchyardUV
 /// EOF on one side becomes a shutdown of the other once its queued writes are flushed; the other
 /// direction keeps flowing until it ends too. An error on either side closes both at once.
 final class ProxySession: TCPStreamDelegate {
-    enum Phase { case connecting, relaying, finished }
+    enum Phase { case connecting, backingOff, relaying, finished }
     static let clientTag: UInt8 = 0
     static let upstreamTag: UInt8 = 1
 
@@ -21,7 +21,14 @@ final class ProxySession: TCPStreamDelegate {
     private(set) var upstream: TCPStream?
     private var timer: UVTimer?
     private(set) var phase = Phase.connecting
-    private var server: UpstreamServer?
+    /// The server of the current connect attempt, then of the relayed connection.
+    private(set) var server: UpstreamServer?
+    private var clientKey = ClientKey.none
+    private var tried = ServerSet()
+    private var attempts = 0
+    private var connectStartedAt: UInt64 = 0
+    /// This attempt is a half-open server's single trial connection.
+    private var attemptIsTrial = false
     private let clientAddress: SocketAddress?
 
     private var bytesIn: UInt64 = 0   // from the client
@@ -50,20 +57,42 @@ final class ProxySession: TCPStreamDelegate {
 
     /// Picks a server and starts connecting to it.
     func start() {
-        let key: ClientKey
         if let clientAddress {
-            key = clientAddress.withAddressBytes { ClientKey(addressBytes: $0) }
-        } else {
-            key = .none
+            clientKey = clientAddress.withAddressBytes { ClientKey(addressBytes: $0) }
         }
-        guard let index = service.balancer.acquire(client: key) else {
+        do {
+            let timer = try UVTimer(loop: client.loop) { [unowned self] in self.timerFired() }
+            self.timer = timer
+        } catch {
+            finish("error", error: error.description)
+            return
+        }
+        connectNext()
+    }
+
+    /// Failover: each attempt goes to a server not yet tried for this client; once every candidate
+    /// has been tried, wait (exponential backoff, full jitter) and start over, within the budget of
+    /// `1 + retries` attempts. No byte has been relayed yet, so the client only sees a slower connect.
+    private func connectNext() {
+        guard phase == .connecting else { return }
+        let picked = service.acquire(client: clientKey, excluding: tried)
+        if picked == nil && !tried.isEmpty {
+            // Every candidate was tried: back off, then try them all again.
+            let delay = service.retryDelay(attempt: attempts)
+            phase = .backingOff
+            timer?.start(timeout: delay)
+            return
+        }
+        guard let (chosen, trial) = picked else {
             finish("no_server", error: "no usable server")
             return
         }
-        let server = service.servers[index]
-        self.server = server
-        guard let address = server.address else {
-            finish("connect_failed", error: server.resolveError ?? "unresolved address")
+        self.server = chosen
+        attemptIsTrial = trial
+        attempts += 1
+        tried.insert(chosen.index)
+        guard let address = chosen.address else {
+            connectFailed(reason: chosen.resolveError ?? "unresolved address", timeout: false)
             return
         }
         do {
@@ -72,21 +101,43 @@ final class ProxySession: TCPStreamDelegate {
             upstream.delegate = self
             self.upstream = upstream
             openStreams += 1
+            connectStartedAt = client.loop.now
             try upstream.connect(to: address)
-            let timer = try UVTimer(loop: client.loop) { [unowned self] in self.timerFired() }
-            self.timer = timer
-            timer.start(timeout: service.connectTimeoutMs)
+            timer?.start(timeout: service.connectTimeoutMs)
         } catch {
-            finish("connect_failed", error: error.description)
+            connectFailed(reason: error.description, timeout: false)
         }
     }
 
-    // MARK: Timer: connect timeout, then idle timeout
+    /// The current attempt failed: report it, give the server slot back and try the next one.
+    private func connectFailed(reason: String, timeout: Bool) {
+        guard let failed = server else { return }
+        server = nil
+        service.connectFailed(failed, reason: reason, timeout: timeout)
+        service.release(failed)
+        if let upstream {
+            upstream.delegate = self  // still counted until its close callback
+            upstream.close()
+            self.upstream = nil
+        }
+        if attempts < service.maxAttempts {
+            service.noteRetry()
+            connectNext()
+        } else {
+            finish(timeout ? "connect_timeout" : "connect_failed", error: reason)
+        }
+    }
+
+    // MARK: Timer: connect timeout, retry backoff, then idle timeout
 
     private func timerFired() {
         switch phase {
         case .connecting:
-            finish("connect_timeout", error: "no connection within \(service.connectTimeoutMs)ms")
+            connectFailed(reason: "timeout after \(service.connectTimeoutMs)ms", timeout: true)
+        case .backingOff:
+            phase = .connecting
+            tried = ServerSet()
+            connectNext()
         case .relaying:
             let idle = service.idleTimeoutMs
             let now = client.loop.now
@@ -104,12 +155,13 @@ final class ProxySession: TCPStreamDelegate {
     // MARK: TCPStreamDelegate
 
     func stream(_ stream: TCPStream, didConnect error: UVError?) {
-        guard phase == .connecting, let upstream else { return }
+        guard phase == .connecting, let upstream, stream === upstream, let server else { return }
         if let error {
-            finish(error == .timedOut ? "connect_timeout" : "connect_failed", error: error.description)
+            connectFailed(reason: error.description, timeout: error == .timedOut)
             return
         }
         phase = .relaying
+        service.connectSucceeded(server, after: client.loop.now &- connectStartedAt)
         do {
             try client.setNoDelay(true)
             try upstream.setNoDelay(true)
@@ -199,7 +251,7 @@ final class ProxySession: TCPStreamDelegate {
 
     func streamDidClose(_ stream: TCPStream) {
         openStreams -= 1
-        if openStreams == 0 {
+        if openStreams == 0 && phase == .finished {
             runtime.sessionEnded(self)
         }
     }
@@ -216,13 +268,15 @@ final class ProxySession: TCPStreamDelegate {
     /// peer mistakes a cut-off stream for a complete one) and releases the server slot.
     func finish(_ reason: String, error: String? = nil, reset: Bool = false) {
         guard phase != .finished else { return }
+        let wasConnecting = phase == .connecting
         phase = .finished
         endReason = reason
         endError = error
         timer?.close()
         timer = nil
-        if server != nil, let index = server?.index {
-            service.balancer.release(index)
+        if let server {
+            if wasConnecting && attemptIsTrial { service.cancelTrial(server) }
+            service.release(server)
         }
         if reset {
             client.closeWithReset()

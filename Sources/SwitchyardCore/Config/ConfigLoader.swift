@@ -71,6 +71,24 @@ enum ConfigSchema {
             .custom("server", repeatable: true, addServer),
             .single("connect_timeout", .positiveDuration, \.connectTimeout),
             .single("idle_timeout", .duration, \.idleTimeout),
+            // Health and failover (see HealthSettings for the meaning of each).
+            .single("check", .oneOf(HealthCheckKind.self), \.health.check),
+            .single("check_interval", .positiveDuration, \.health.checkInterval),
+            .single("check_timeout", .positiveDuration, \.health.checkTimeout),
+            .single("check_port", .optionalPort, \.health.checkPort),
+            .single("check_send", .escapedBytes, \.health.checkSend),
+            .single("check_expect", .escapedBytes, \.health.checkExpect),
+            .single("check_initial", .oneOf(InitialHealthState.self), \.health.checkInitial),
+            .single("rise", .positiveInt, \.health.rise),
+            .single("fall", .positiveInt, \.health.fall),
+            .single("eject_after", .intInRange(0...1000), \.health.ejectAfter),
+            .single("eject_time", .positiveDuration, \.health.ejectTime),
+            .single("eject_time_max", .positiveDuration, \.health.ejectTimeMax),
+            .single("max_ejection_percent", .intInRange(0...100), \.health.maxEjectionPercent),
+            .single("retries", .intInRange(0...10), \.health.retries),
+            .single("panic", .onOff, \.health.panic),
+            .single("on_down", .oneOf(OnDownPolicy.self), \.health.onDown),
+            .single("slow_start", .duration, \.health.slowStart),
         ]
     }
 
@@ -183,6 +201,47 @@ extension ValueParser where V == Duration {
 extension ValueParser where V == Int {
     static var positiveInt: ValueParser {
         .simple(kind: "number", expected: "a whole number greater than 0", parsePositiveInt)
+    }
+}
+
+extension ValueParser where V == Int {
+    static func intInRange(_ range: ClosedRange<Int>) -> ValueParser {
+        .simple(kind: "number", expected: "a whole number from \(range.lowerBound) to \(range.upperBound)") { text in
+            guard !text.isEmpty, text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
+                  let value = Int(text), range.contains(value)
+            else { return nil }
+            return value
+        }
+    }
+}
+
+extension ValueParser where V == Bool {
+    /// on/off (also true/false, yes/no, 1/0).
+    static var onOff: ValueParser {
+        .simple(kind: "value", expected: "on or off", parseBool)
+    }
+}
+
+extension ValueParser where V == UInt16? {
+    /// A port 1-65535; empty means "not set".
+    static var optionalPort: ValueParser {
+        .simple(kind: "port", expected: "a port from 1 to 65535") { text in
+            if text.isEmpty { return .some(nil) }
+            guard text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
+                  let port = Int(text), (1...65535).contains(port)
+            else { return nil }
+            return .some(UInt16(port))
+        }
+    }
+}
+
+extension ValueParser where V == [UInt8]? {
+    /// Text with escapes \\r \\n \\t \\\\ \\xHH, as raw bytes.
+    static var escapedBytes: ValueParser {
+        .simple(kind: "escape", expected: "text with escapes \\r \\n \\t \\\\ \\xHH") { text in
+            if text.isEmpty { return .some(nil) }
+            return parseEscapedBytes(text).map { .some($0) }
+        }
     }
 }
 
@@ -308,6 +367,13 @@ private struct Loader {
             }
             if service.servers.isEmpty {
                 throw error(service.line, "service \(service.name) has no server (add server = NAME HOST:PORT)")
+            }
+            if service.health.check != .tcp {
+                for key in ["check_send", "check_expect"] {
+                    if let line = seenKeys[key] {
+                        throw error(line, "\(key) applies only with check = tcp (this service has check = \(service.health.check.rawValue))")
+                    }
+                }
             }
             config.services.append(service)
         }

@@ -87,6 +87,8 @@ public struct ServiceConfig: Equatable, Sendable {
     public var connectTimeout: Duration = .seconds(2)
     /// `.zero` means off.
     public var idleTimeout: Duration = .seconds(3600)
+    /// Active probes, passive ejection, failover retries, panic, slow start.
+    public var health = HealthSettings()
     /// Line of the `[service NAME]` header.
     public var line: Int = 0
 

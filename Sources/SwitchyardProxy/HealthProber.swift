@@ -1,0 +1,137 @@
+import SwitchyardCore
+import SwitchyardUV
+
+/// Active health probe of one server: every `check_interval` (±10%) a TCP connect to the server
+/// (or its `check_port`), optionally a request written and a reply judged by `HealthProbe`, all
+/// within `check_timeout`. Reports each result to its service. Runs on the loop; shares nothing
+/// with the relay path.
+final class HealthProber: TCPStreamDelegate {
+    private let server: UpstreamServer
+    private unowned let service: ServiceRuntime
+    private let probe: HealthProbe
+    private let loop: EventLoop
+    private let target: SocketAddress
+    private var timer: UVTimer?
+    private var stream: TCPStream?
+    private var received: [UInt8] = []
+    private var inFlight = false
+    private var stopped = false
+
+    init?(server: UpstreamServer, service: ServiceRuntime, probe: HealthProbe, loop: EventLoop) {
+        guard let address = server.address else { return nil }
+        let port = service.config.health.probePort(serverPort: server.config.address.port)
+        guard let target = try? SocketAddress(ip: address.ip, port: port) else { return nil }
+        self.server = server
+        self.service = service
+        self.probe = probe
+        self.loop = loop
+        self.target = target
+    }
+
+    /// Starts probing after `delay` ms (0: at once).
+    func start(after delay: UInt64) throws(UVError) {
+        let timer = try UVTimer(loop: loop) { [unowned self] in self.timerFired() }
+        self.timer = timer
+        timer.start(timeout: delay)
+    }
+
+    func stop() {
+        stopped = true
+        timer?.close()
+        timer = nil
+        stream?.close()
+        stream = nil
+    }
+
+    private func timerFired() {
+        if inFlight {
+            finish(.fail(reason: "timeout after \(service.config.health.checkTimeout.wholeMilliseconds)ms"))
+        } else {
+            begin()
+        }
+    }
+
+    private func begin() {
+        received.removeAll(keepingCapacity: true)
+        inFlight = true
+        do {
+            let stream = try TCPStream(loop: loop)
+            stream.delegate = self
+            self.stream = stream
+            try stream.connect(to: target)
+            timer?.start(timeout: max(1, service.config.health.checkTimeout.wholeMilliseconds))
+        } catch {
+            finish(.fail(reason: error.description))
+        }
+    }
+
+    private func finish(_ verdict: ProbeVerdict) {
+        guard inFlight else { return }
+        inFlight = false
+        stream?.close()
+        stream = nil
+        switch verdict {
+        case .pass:
+            service.probeSucceeded(server)
+        case .fail(let reason):
+            service.probeFailed(server, reason: reason)
+        case .needMore:
+            service.probeFailed(server, reason: "incomplete reply")
+        }
+        if !stopped {
+            timer?.start(timeout: service.nextProbeDelay())
+        }
+    }
+
+    // MARK: TCPStreamDelegate
+
+    func stream(_ stream: TCPStream, didConnect error: UVError?) {
+        guard stream === self.stream else { return }
+        if let error {
+            finish(.fail(reason: error.description))
+            return
+        }
+        if !probe.request.isEmpty {
+            let pool = loop.buffers
+            let buffer = pool.take()
+            let count = min(probe.request.count, pool.bufferSize)
+            probe.request.withUnsafeBytes { buffer.copyMemory(from: $0.baseAddress!, byteCount: count) }
+            if let error = stream.write(buffer: buffer, count: count) {
+                finish(.fail(reason: error.description))
+                return
+            }
+        }
+        guard probe.readsReply else {
+            finish(.pass)
+            return
+        }
+        do {
+            try stream.startReading()
+        } catch {
+            finish(.fail(reason: error.description))
+        }
+    }
+
+    func stream(_ stream: TCPStream, didRead buffer: UnsafeMutableRawPointer, count: Int) {
+        let room = max(0, probe.maxReplyBytes - received.count)
+        received.append(contentsOf: UnsafeRawBufferPointer(start: buffer, count: min(count, room)))
+        loop.buffers.give(buffer)
+        guard stream === self.stream else { return }
+        let verdict = probe.evaluate(received: received)
+        if verdict != .needMore { finish(verdict) }
+    }
+
+    func streamDidReachEOF(_ stream: TCPStream) {
+        guard stream === self.stream else { return }
+        finish(probe.evaluateAtEndOfStream(received: received))
+    }
+
+    func stream(_ stream: TCPStream, didFail error: UVError) {
+        guard stream === self.stream else { return }
+        finish(.fail(reason: error.description))
+    }
+
+    func streamDidDrain(_ stream: TCPStream) {}
+    func streamDidShutdown(_ stream: TCPStream) {}
+    func streamDidClose(_ stream: TCPStream) {}
+}

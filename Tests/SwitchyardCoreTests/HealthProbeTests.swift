@@ -1,0 +1,158 @@
+import Testing
+@testable import SwitchyardCore
+
+private func probe(_ check: HealthCheckKind, send: String? = nil, expect: String? = nil) -> HealthProbe {
+    var s = HealthSettings()
+    s.check = check
+    s.checkSend = send.map { Array($0.utf8) }
+    s.checkExpect = expect.map { Array($0.utf8) }
+    return HealthProbe(settings: s)!
+}
+
+private func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
+
+private func isFail(_ v: ProbeVerdict, containing text: String) -> Bool {
+    if case .fail(let reason) = v { return reason.contains(text) }
+    return false
+}
+
+/// A MySQL packet: 3-byte little-endian length, sequence id, payload.
+private func mysqlPacket(_ payload: [UInt8], sequence: UInt8 = 0) -> [UInt8] {
+    let n = payload.count
+    return [UInt8(n & 0xFF), UInt8((n >> 8) & 0xFF), UInt8(n >> 16), sequence] + payload
+}
+
+@Suite struct HealthProbeTests {
+    @Test func noneHasNoProbe() {
+        var s = HealthSettings()
+        s.check = .none
+        #expect(HealthProbe(settings: s) == nil)
+        #expect(ServiceHealth(settings: s, serverNames: ["a"], now: 0).probe == nil)
+    }
+
+    @Test func plainTCPPassesOnConnect() {
+        let p = probe(.tcp)
+        #expect(p.kind == .connect)
+        #expect(p.request.isEmpty)
+        #expect(!p.readsReply)
+        #expect(p.evaluate(received: [UInt8]()) == .pass)
+    }
+
+    @Test func customSendWithoutExpectPassesOnceWritten() {
+        let p = probe(.tcp, send: "HELLO\n")
+        #expect(p.request == bytes("HELLO\n"))
+        #expect(!p.readsReply)
+        #expect(p.evaluate(received: [UInt8]()) == .pass)
+    }
+
+    @Test func customExpectMatchesAPrefixIncrementally() {
+        let p = probe(.tcp, send: "GET /health HTTP/1.0\r\n\r\n", expect: "HTTP/1.1 200")
+        #expect(p.readsReply)
+        #expect(p.request == bytes("GET /health HTTP/1.0\r\n\r\n"))
+        #expect(p.evaluate(received: [UInt8]()) == .needMore)
+        #expect(p.evaluate(received: bytes("HTTP/1.")) == .needMore)
+        #expect(p.evaluate(received: bytes("HTTP/1.1 200 OK\r\n")) == .pass)
+        #expect(p.evaluate(received: bytes("HTTP/1.1 200")) == .pass)
+        let bad = p.evaluate(received: bytes("HTTP/1.1 503 Service Unavailable\r\n"))
+        #expect(isFail(bad, containing: "unexpected reply: \"HTTP/1.1 503 Service Unavailable\\r\\n\""))
+        #expect(isFail(p.evaluate(received: bytes("HTTX")), containing: "unexpected reply"))
+        // A banner with no send.
+        let banner = probe(.tcp, expect: "SSH-2.0")
+        #expect(banner.request.isEmpty && banner.readsReply)
+        #expect(banner.evaluate(received: bytes("SSH-2.0-OpenSSH_9.6\r\n")) == .pass)
+    }
+
+    @Test func endOfStreamTurnsNeedMoreIntoFailure() {
+        let p = probe(.tcp, expect: "OK")
+        #expect(isFail(p.evaluateAtEndOfStream(received: [UInt8]()), containing: "closed without a reply"))
+        #expect(isFail(p.evaluateAtEndOfStream(received: bytes("O")), containing: "partial reply: O"))
+        #expect(p.evaluateAtEndOfStream(received: bytes("OK")) == .pass)
+    }
+
+    @Test func replyLimitBoundsNeedMore() {
+        let p = probe(.redis)
+        let long = [UInt8(ascii: "-")] + Array(repeating: UInt8(ascii: "x"), count: 2000)
+        #expect(isFail(p.evaluate(received: long), containing: "redis error: xxx"))
+        #expect(p.maxReplyBytes == 1024)
+        let big = probe(.tcp, expect: String(repeating: "y", count: 3000))
+        #expect(big.maxReplyBytes == 3000)
+    }
+
+    // MARK: redis
+
+    @Test func redisPingPong() {
+        let p = probe(.redis)
+        #expect(p.request == bytes("PING\r\n"))
+        #expect(p.evaluate(received: [UInt8]()) == .needMore)
+        #expect(p.evaluate(received: bytes("+PO")) == .needMore)
+        #expect(p.evaluate(received: bytes("+PONG\r\n")) == .pass)
+        #expect(p.evaluate(received: bytes("-ERR unknown")) == .needMore)  // waits for the whole line
+        #expect(p.evaluate(received: bytes("-NOAUTH Authentication required.\r\n"))
+            == .fail(reason: "redis error: NOAUTH Authentication required."))
+        #expect(p.evaluate(received: bytes("-LOADING Redis is loading the dataset in memory\r\n"))
+            == .fail(reason: "redis error: LOADING Redis is loading the dataset in memory"))
+        #expect(isFail(p.evaluate(received: bytes("+OK\r\n")), containing: "unexpected redis reply: \"+OK\\r\\n\""))
+        #expect(isFail(p.evaluate(received: bytes("$4\r\nPONG\r\n")), containing: "unexpected redis reply"))
+        #expect(isFail(p.evaluateAtEndOfStream(received: bytes("-ERR")), containing: "partial reply: -ERR"))
+    }
+
+    // MARK: pgsql
+
+    @Test func pgsqlSSLRequest() {
+        let p = probe(.pgsql)
+        #expect(p.request == [0, 0, 0, 8, 0x04, 0xD2, 0x16, 0x2F])
+        // 80877103 big-endian.
+        let code = p.request[4...].reduce(0) { $0 << 8 | Int($1) }
+        #expect(code == 80_877_103)
+        #expect(p.evaluate(received: [UInt8]()) == .needMore)
+        #expect(p.evaluate(received: bytes("S")) == .pass)
+        #expect(p.evaluate(received: bytes("N")) == .pass)
+        #expect(isFail(p.evaluate(received: bytes("X")), containing: "unexpected pgsql reply"))
+        #expect(isFail(p.evaluate(received: bytes("HTTP/1.1 400")), containing: "unexpected pgsql reply"))
+    }
+
+    @Test func pgsqlErrorResponseIsDecoded() {
+        let p = probe(.pgsql)
+        let fields = bytes("SFATAL") + [0] + bytes("C53300") + [0] + bytes("Msorry, too many clients already") + [0, 0]
+        let length = fields.count + 4
+        let message = [UInt8(ascii: "E"), 0, 0, UInt8(length >> 8), UInt8(length & 0xFF)] + fields
+        #expect(p.evaluate(received: Array(message.prefix(3))) == .needMore)
+        #expect(p.evaluate(received: Array(message.prefix(12))) == .needMore)
+        #expect(p.evaluate(received: message) == .fail(reason: "pgsql error: sorry, too many clients already"))
+        #expect(isFail(p.evaluateAtEndOfStream(received: Array(message.prefix(3))), containing: "connection closed"))
+    }
+
+    // MARK: mysql
+
+    @Test func mysqlGreetingV10Passes() {
+        let p = probe(.mysql)
+        #expect(p.request.isEmpty && p.readsReply)
+        let greeting = mysqlPacket([10] + bytes("8.0.36") + [0] + [1, 0, 0, 0] + Array(repeating: 0x41, count: 30))
+        #expect(p.evaluate(received: [UInt8]()) == .needMore)
+        #expect(p.evaluate(received: Array(greeting.prefix(4))) == .needMore)
+        #expect(p.evaluate(received: Array(greeting.prefix(5))) == .pass)
+        #expect(p.evaluate(received: greeting) == .pass)
+    }
+
+    @Test func mysqlOtherVersionsFail() {
+        let p = probe(.mysql)
+        #expect(p.evaluate(received: mysqlPacket([9] + bytes("3.22"))) == .fail(reason: "unsupported mysql protocol version 9 (expected 10)"))
+        #expect(isFail(p.evaluate(received: mysqlPacket([10], sequence: 1)), containing: "sequence id 1"))
+        #expect(isFail(p.evaluate(received: [0, 0, 0, 0]), containing: "empty payload"))
+        // Not MySQL at all: "HTTP" read as a header is length 0x545448, sequence 'P'.
+        #expect(isFail(p.evaluate(received: bytes("HTTP/1.1 400")), containing: "sequence id"))
+    }
+
+    @Test func mysqlErrorPacketIsDecoded() {
+        let p = probe(.mysql)
+        let text = "Host '10.0.0.5' is blocked because of many connection errors; unblock with 'mysqladmin flush-hosts'"
+        let packet = mysqlPacket([0xFF, 0x69, 0x04] + bytes(text))  // 1129
+        #expect(p.evaluate(received: Array(packet.prefix(20))) == .needMore)
+        #expect(p.evaluate(received: packet) == .fail(reason: "mysql error packet 1129: \(text)"))
+        // With the `#` SQL-state marker (protocol 4.1 form).
+        let withState = mysqlPacket([0xFF, 0x10, 0x04, UInt8(ascii: "#")] + bytes("08004") + bytes("Too many connections"))
+        #expect(p.evaluate(received: withState) == .fail(reason: "mysql error packet 1040: Too many connections"))
+        // Cut short by the server closing.
+        #expect(isFail(p.evaluateAtEndOfStream(received: Array(packet.prefix(20))), containing: "partial reply"))
+    }
+}
