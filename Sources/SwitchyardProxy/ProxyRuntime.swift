@@ -5,7 +5,8 @@ import SwitchyardUV
 import Glibc
 #endif
 
-/// A running Switchyard process: its event loop, services, listeners, sessions and signal handlers.
+/// A running Switchyard process: its event loop, services, listeners, sessions, admin endpoint
+/// and signal handlers. Everything runs on the loop thread.
 public final class ProxyRuntime {
     public enum StartError: Error, CustomStringConvertible {
         case listen(service: String, address: String, error: String)
@@ -21,31 +22,46 @@ public final class ProxyRuntime {
         }
     }
 
-    public let config: SwitchyardConfig
+    enum Lifecycle { case starting, running, draining, stopped }
+
+    public private(set) var config: SwitchyardConfig
     let loop: EventLoop
     var logger: Logger
-    private var services: [ServiceRuntime] = []
-    private var sessions: [UInt64: ProxySession] = [:]
+    /// Reads the configuration file again (with the environment) for a reload.
+    private let reloadSource: () throws(ConfigError) -> SwitchyardConfig
+    private(set) var services: [ServiceRuntime] = []
+    private(set) var sessions: [UInt64: ProxySession] = [:]
     private var nextSessionID: UInt64 = 0
     private var signals: [UVSignal] = []
-    private var stopping = false
+    private(set) var lifecycle = Lifecycle.starting
+    private var drainTimer: UVTimer?
     private var rejectedSinceLog = 0
     private var lastRejectLog: UInt64 = 0
+    let startedAt: UInt64
+    private(set) var reloadsSucceeded: UInt64 = 0
+    private(set) var reloadsFailed: UInt64 = 0
+    private(set) var lastReloadError: String?
+    var admin: AdminServer?
 
     /// Client connections open now (sessions not yet fully closed).
     public var activeConnections: Int { sessions.count }
 
-    public init(config: SwitchyardConfig, logger: Logger) throws {
+    public init(
+        config: SwitchyardConfig, logger: Logger,
+        reload: @escaping () throws(ConfigError) -> SwitchyardConfig
+    ) throws {
         self.config = config
         self.logger = logger
+        self.reloadSource = reload
         do {
             self.loop = try EventLoop()
         } catch {
             throw StartError.loop(error.description)
         }
+        self.startedAt = loop.now
     }
 
-    /// Binds every listener, installs signal handlers and runs the loop until a stop signal.
+    /// Binds every listener, installs signal handlers and runs the loop until stopped.
     /// Returns the process exit status.
     public func run() throws -> Int32 {
         // A write to a socket whose peer is gone must fail with EPIPE, not kill the process.
@@ -56,22 +72,29 @@ public final class ProxyRuntime {
             logger.warning("workers=auto requested; this build runs one event loop")
         }
         do {
-            try startServices()
-        } catch {
-            for service in services {
-                for listener in service.listeners { listener.close() }
-                service.stopHealthChecks()
+            for serviceConfig in config.services {
+                let service = makeService(serviceConfig)
+                services.append(service)
+                service.listeners = try serviceConfig.listen.map { address throws in
+                    try bind(address, for: service)
+                }
             }
-            loop.closeInbox()
+            if let address = config.global.admin {
+                admin = try AdminServer(runtime: self, address: address)
+            }
+            for service in services { try service.startHealthChecks() }
+        } catch {
+            closeEverything()
             loop.run()
             loop.finish()
             throw error
         }
-        for signum in [SIGINT, SIGTERM] {
+        for signum in [SIGINT, SIGTERM, SIGHUP] {
             signals.append(try UVSignal(loop: loop, signal: signum) { [unowned self] signum in
-                self.stop(signal: signum)
+                self.handleSignal(signum)
             })
         }
+        lifecycle = .running
         logger.info(
             "started",
             metadata: ["services": "\(services.count)", "pid": "\(getpid())", "version": "\(SwitchyardVersion.current)"])
@@ -83,68 +106,67 @@ public final class ProxyRuntime {
         return 0
     }
 
-    private func startServices() throws {
-        for serviceConfig in config.services {
-            let service = ServiceRuntime(config: serviceConfig, loop: loop, logger: logger)
-            service.onServerDown = { [unowned self] service, server in
-                self.closeConnections(of: service, to: server, reason: "server_down")
-            }
-            services.append(service)
-            for listen in serviceConfig.listen {
-                let address: SocketAddress
-                do {
-                    guard let resolved = try SocketAddress.resolve(host: listen.host, port: listen.port).first else {
-                        throw StartError.listen(service: service.name, address: listen.description, error: "no address")
-                    }
-                    address = resolved
-                } catch let error as UVError {
-                    throw StartError.listen(service: service.name, address: listen.description, error: error.description)
-                }
-                do {
-                    let listener = try TCPListener(loop: loop, address: address) { [unowned self, unowned service] listener in
-                        self.accept(on: listener, for: service)
-                    }
-                    listener.onError = { [unowned self] _, error in
-                        self.logger.error("accept failed", metadata: ["service": "\(service.name)", "error": "\(error)"])
-                    }
-                    service.listeners.append(listener)
-                    logger.info(
-                        "listening",
-                        metadata: [
-                            "service": "\(service.name)",
-                            "address": "\(listener.boundAddress)",
-                            "balance": "\(serviceConfig.balance.rawValue)",
-                        ])
-                } catch {
-                    throw StartError.listen(service: service.name, address: listen.description, error: error.description)
-                }
-            }
+    private func makeService(_ serviceConfig: ServiceConfig) -> ServiceRuntime {
+        let service = ServiceRuntime(config: serviceConfig, loop: loop, logger: logger)
+        service.onServerDown = { [unowned self] service, server in
+            self.closeConnections(of: service, to: server, reason: "server_down")
         }
-        for service in services {
-            try service.startHealthChecks()
+        return service
+    }
+
+    /// Opens a listener on `address` feeding `service` (the binding can be handed to another
+    /// service object by a reload).
+    private func bind(_ address: HostPort, for service: ServiceRuntime, named name: String? = nil) throws -> ServiceListener {
+        let serviceName = name ?? service.name
+        let resolved: SocketAddress
+        do {
+            guard let first = try SocketAddress.resolve(host: address.host, port: address.port).first else {
+                throw StartError.listen(service: serviceName, address: address.description, error: "no address")
+            }
+            resolved = first
+        } catch let error as UVError {
+            throw StartError.listen(service: serviceName, address: address.description, error: error.description)
+        }
+        var binding: ServiceListener?
+        do {
+            let listener = try TCPListener(loop: loop, address: resolved) { [unowned self] _ in
+                guard let binding else { return }
+                self.accept(on: binding)
+            }
+            listener.onError = { [unowned self] _, error in
+                self.logger.error("accept failed", metadata: ["service": "\(binding?.service.name ?? "")", "error": "\(error)"])
+            }
+            binding = ServiceListener(listener: listener, service: service, address: address)
+            logger.info(
+                "listening",
+                metadata: [
+                    "service": "\(serviceName)",
+                    "address": "\(listener.boundAddress)",
+                ])
+            return binding!
+        } catch {
+            throw StartError.listen(service: serviceName, address: address.description, error: error.description)
         }
     }
 
-    /// `on_down = close`: ends the established connections of `service` to `server`.
-    func closeConnections(of service: ServiceRuntime, to server: UpstreamServer, reason: String) {
-        let doomed = sessions.values.filter { $0.service === service && $0.server === server }
-        for session in doomed { session.finish(reason, reset: true) }
-    }
-
-    private func accept(on listener: TCPListener, for service: ServiceRuntime) {
+    private func accept(on binding: ServiceListener) {
+        let service = binding.service
         let client: TCPStream
         do {
-            client = try listener.accept()
+            client = try binding.listener.accept()
         } catch {
             logger.error("accept failed", metadata: ["service": "\(service.name)", "error": "\(error)"])
             return
         }
-        if stopping {
+        service.stats.accepted &+= 1
+        if lifecycle != .running {
             client.close()
+            service.stats.rejected[RejectReason.draining.rawValue] &+= 1
             return
         }
         if sessions.count >= config.global.maxConnections {
             client.close()
+            service.stats.rejected[RejectReason.maxConnections.rawValue] &+= 1
             noteRejected()
             return
         }
@@ -170,24 +192,193 @@ public final class ProxyRuntime {
     func sessionEnded(_ session: ProxySession) {
         sessions[session.id] = nil
         session.logClosed(session.service.logger)
+        if lifecycle == .draining && sessions.isEmpty {
+            logger.notice("drained: every connection finished")
+            finishShutdown()
+        }
     }
 
-    /// SIGINT/SIGTERM: close listeners and every connection, then let the loop run out.
-    private func stop(signal signum: Int32) {
-        guard !stopping else { return }
-        stopping = true
-        logger.notice("stopping", metadata: ["signal": "\(signum == SIGTERM ? "SIGTERM" : signum == SIGINT ? "SIGINT" : String(signum))"])
+    /// Ends the established connections of `service` to `server` (on_down = close, disable).
+    func closeConnections(of service: ServiceRuntime, to server: UpstreamServer, reason: String) {
+        let doomed = sessions.values.filter { $0.service === service && $0.server === server }
+        for session in doomed { session.finish(reason, reset: true) }
+    }
+
+    // MARK: Signals: reload, drain, stop
+
+    private func handleSignal(_ signum: Int32) {
+        switch signum {
+        case SIGHUP:
+            _ = reload(trigger: "SIGHUP")
+        default:
+            let name = signum == SIGTERM ? "SIGTERM" : "SIGINT"
+            if lifecycle == .draining {
+                logger.notice("second signal: closing every connection now", metadata: ["signal": "\(name)"])
+                finishShutdown()
+            } else {
+                beginDrain(signal: name)
+            }
+        }
+    }
+
+    /// SIGTERM/SIGINT: close the listeners at once, let established connections finish for up to
+    /// `drain_timeout`, then close the rest and stop.
+    private func beginDrain(signal name: String) {
+        guard lifecycle == .running else { return }
+        lifecycle = .draining
         for service in services {
-            for listener in service.listeners { listener.close() }
-            service.listeners.removeAll()
+            service.closeListeners()
             service.stopHealthChecks()
         }
-        for session in sessions.values {
-            session.finish("shutdown")
+        let timeout = config.global.drainTimeout.wholeMilliseconds
+        logger.notice(
+            "draining",
+            metadata: ["signal": "\(name)", "connections": "\(sessions.count)", "drain_timeout_ms": "\(timeout)"])
+        if sessions.isEmpty || timeout == 0 {
+            finishShutdown()
+            return
         }
+        drainTimer = try? UVTimer(loop: loop) { [unowned self] in
+            self.logger.notice("drain_timeout reached: closing remaining connections", metadata: ["connections": "\(self.sessions.count)"])
+            self.finishShutdown()
+        }
+        drainTimer?.start(timeout: timeout)
+    }
+
+    /// Closes every remaining connection and handle so that the loop runs out and returns.
+    private func finishShutdown() {
+        guard lifecycle != .stopped else { return }
+        lifecycle = .stopped
+        for session in Array(sessions.values) { session.finish("shutdown") }
+        closeEverything()
+    }
+
+    private func closeEverything() {
+        for service in services {
+            service.closeListeners()
+            service.stopHealthChecks()
+        }
+        drainTimer?.close()
+        drainTimer = nil
+        admin?.close()
+        admin = nil
         for s in signals { s.close() }
         signals.removeAll()
         loop.closeInbox()
+    }
+
+    // MARK: Reload
+
+    /// Re-reads the configuration and applies it in place. An invalid file (or a listener that
+    /// cannot be bound) changes nothing. Returns nil on success, else the error.
+    @discardableResult
+    func reload(trigger: String) -> String? {
+        guard lifecycle == .running else { return "not running" }
+        let newConfig: SwitchyardConfig
+        do {
+            newConfig = try reloadSource()
+        } catch {
+            return reloadFailed(error.description, trigger: trigger)
+        }
+        // Bind what is new first: if that fails nothing has changed yet.
+        var open: [String: ServiceListener] = [:]  // by address text, from every current service
+        for service in services {
+            for l in service.listeners { open[l.address.description] = l }
+        }
+        var fresh: [ServiceListener] = []
+        var plan: [(ServiceConfig, [ServiceListener])] = []
+        do {
+            for serviceConfig in newConfig.services {
+                var listeners: [ServiceListener] = []
+                for address in serviceConfig.listen {
+                    if let existing = open[address.description] {
+                        listeners.append(existing)
+                        open[address.description] = nil
+                    } else {
+                        let placeholder = services.first { $0.name == serviceConfig.name } ?? services.first!
+                        let l = try bind(address, for: placeholder, named: serviceConfig.name)
+                        fresh.append(l)
+                        listeners.append(l)
+                    }
+                }
+                plan.append((serviceConfig, listeners))
+            }
+        } catch {
+            for l in fresh { l.listener.close() }
+            return reloadFailed("\(error)", trigger: trigger)
+        }
+        // Listeners no service claims any more: close them.
+        for l in open.values { l.listener.close() }
+        var byName: [String: ServiceRuntime] = [:]
+        for service in services { byName[service.name] = service }
+        var next: [ServiceRuntime] = []
+        do {
+            for (serviceConfig, listeners) in plan {
+                if let service = byName.removeValue(forKey: serviceConfig.name) {
+                    try service.update(to: serviceConfig, listeners: listeners)
+                    next.append(service)
+                } else {
+                    let service = makeService(serviceConfig)
+                    for l in listeners { l.service = service }
+                    service.listeners = listeners
+                    try service.startHealthChecks()
+                    next.append(service)
+                    logger.notice("service added", metadata: ["service": "\(service.name)"])
+                }
+            }
+        } catch {
+            logger.error("reload: cannot start health checks", metadata: ["error": "\(error)"])
+        }
+        for removed in byName.values {
+            removed.listeners.removeAll()  // already closed or handed over above
+            removed.stopHealthChecks()
+            logger.notice("service removed; its connections finish", metadata: ["service": "\(removed.name)"])
+        }
+        services = next
+        let oldAdmin = config.global.admin
+        config = newConfig
+        if oldAdmin != newConfig.global.admin {
+            admin?.close()
+            admin = nil
+            if let address = newConfig.global.admin {
+                do {
+                    admin = try AdminServer(runtime: self, address: address)
+                } catch {
+                    logger.error("reload: admin endpoint not restarted", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+        reloadsSucceeded &+= 1
+        lastReloadError = nil
+        logger.notice("configuration reloaded", metadata: ["trigger": "\(trigger)", "services": "\(services.count)"])
+        return nil
+    }
+
+    private func reloadFailed(_ message: String, trigger: String) -> String {
+        reloadsFailed &+= 1
+        lastReloadError = message
+        logger.error("reload failed; keeping the running configuration", metadata: ["trigger": "\(trigger)", "error": "\(message)"])
+        return message
+    }
+
+    // MARK: Readiness
+
+    /// Nil when ready (every listener bound, every service has a usable server), else why not.
+    func notReadyReason() -> String? {
+        switch lifecycle {
+        case .starting: return "starting"
+        case .draining, .stopped: return "draining"
+        case .running: break
+        }
+        for service in services {
+            if service.listeners.count != service.config.listen.count {
+                return "service \(service.name): not every listener is bound"
+            }
+            if !service.servers.indices.contains(where: { service.balancer.isUsable($0) }) {
+                return "service \(service.name): no usable server"
+            }
+        }
+        return nil
     }
 }
 

@@ -27,6 +27,8 @@ final class ProxySession: TCPStreamDelegate {
     private var tried = ServerSet()
     private var attempts = 0
     private var connectStartedAt: UInt64 = 0
+    /// The relayed server's counters (set once relaying starts).
+    private var serverStats: ServerStats?
     /// This attempt is a half-open server's single trial connection.
     private var attemptIsTrial = false
     private let clientAddress: SocketAddress?
@@ -92,7 +94,7 @@ final class ProxySession: TCPStreamDelegate {
         attempts += 1
         tried.insert(chosen.index)
         guard let address = chosen.address else {
-            connectFailed(reason: chosen.resolveError ?? "unresolved address", timeout: false)
+            connectFailed(error: nil, reason: chosen.resolveError ?? "unresolved address", timeout: false)
             return
         }
         do {
@@ -105,15 +107,15 @@ final class ProxySession: TCPStreamDelegate {
             try upstream.connect(to: address)
             timer?.start(timeout: service.connectTimeoutMs)
         } catch {
-            connectFailed(reason: error.description, timeout: false)
+            connectFailed(error: error, reason: error.description, timeout: false)
         }
     }
 
     /// The current attempt failed: report it, give the server slot back and try the next one.
-    private func connectFailed(reason: String, timeout: Bool) {
+    private func connectFailed(error: UVError?, reason: String, timeout: Bool) {
         guard let failed = server else { return }
         server = nil
-        service.connectFailed(failed, reason: reason, timeout: timeout)
+        service.connectFailed(failed, error: error, reason: reason, timeout: timeout)
         service.release(failed)
         if let upstream {
             upstream.delegate = self  // still counted until its close callback
@@ -133,7 +135,7 @@ final class ProxySession: TCPStreamDelegate {
     private func timerFired() {
         switch phase {
         case .connecting:
-            connectFailed(reason: "timeout after \(service.connectTimeoutMs)ms", timeout: true)
+            connectFailed(error: nil, reason: "timeout after \(service.connectTimeoutMs)ms", timeout: true)
         case .backingOff:
             phase = .connecting
             tried = ServerSet()
@@ -157,10 +159,11 @@ final class ProxySession: TCPStreamDelegate {
     func stream(_ stream: TCPStream, didConnect error: UVError?) {
         guard phase == .connecting, let upstream, stream === upstream, let server else { return }
         if let error {
-            connectFailed(reason: error.description, timeout: error == .timedOut)
+            connectFailed(error: error, reason: error.description, timeout: error == .timedOut)
             return
         }
         phase = .relaying
+        serverStats = server.stats
         service.connectSucceeded(server, after: client.loop.now &- connectStartedAt)
         do {
             try client.setNoDelay(true)
@@ -189,9 +192,11 @@ final class ProxySession: TCPStreamDelegate {
         let target: TCPStream
         if stream.tag == Self.clientTag {
             bytesIn &+= UInt64(count)
+            serverStats?.bytesFromClients &+= UInt64(count)
             target = upstream
         } else {
             bytesOut &+= UInt64(count)
+            serverStats?.bytesToClients &+= UInt64(count)
             target = client
         }
         if let error = target.write(buffer: buffer, count: count) {
@@ -269,7 +274,13 @@ final class ProxySession: TCPStreamDelegate {
     func finish(_ reason: String, error: String? = nil, reset: Bool = false) {
         guard phase != .finished else { return }
         let wasConnecting = phase == .connecting
+        let wasRelaying = phase == .relaying || serverStats != nil
         phase = .finished
+        service.connectionEnded(server, relayed: wasRelaying, milliseconds: client.loop.now &- startedAt)
+        if reason == "no_server" { service.stats.rejected[RejectReason.noServer.rawValue] &+= 1 }
+        if reason == "connect_failed" || reason == "connect_timeout" {
+            service.stats.rejected[RejectReason.connectFailed.rawValue] &+= 1
+        }
         endReason = reason
         endError = error
         timer?.close()

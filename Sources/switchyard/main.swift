@@ -60,7 +60,10 @@ struct Run: ParsableCommand {
         }
         let logger = Logger(label: "switchyard")
         do {
-            let runtime = try ProxyRuntime(config: config, logger: logger)
+            let path = options.config
+            let runtime = try ProxyRuntime(config: config, logger: logger) { () throws(ConfigError) in
+                try ConfigLoader.load(path: path, environment: processEnvironment())
+            }
             let status = try runtime.run()
             if status != 0 { throw ExitCode(status) }
         } catch let exit as ExitCode {

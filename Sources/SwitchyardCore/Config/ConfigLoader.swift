@@ -61,6 +61,8 @@ enum ConfigSchema {
             .single("log_level", .oneOf(LogLevel.self), \.logLevel),
             .single("log_format", .oneOf(LogFormat.self), \.logFormat),
             .single("max_connections", .positiveInt, \.maxConnections),
+            .single("admin_token", .optionalText, \.adminToken),
+            .single("drain_timeout", .duration, \.drainTimeout),
         ]
     }
 
@@ -212,6 +214,13 @@ extension ValueParser where V == Int {
             else { return nil }
             return value
         }
+    }
+}
+
+extension ValueParser where V == String? {
+    /// Any text; empty means "not set".
+    static var optionalText: ValueParser {
+        ValueParser { value, _ in value.isEmpty ? nil : value }
     }
 }
 

@@ -58,6 +58,10 @@ public struct GlobalConfig: Equatable, Sendable {
     public var logFormat: LogFormat = .text
     /// Global cap on client connections; beyond it new ones are accepted and closed at once.
     public var maxConnections: Int = 10_000
+    /// Bearer token required by the admin endpoint's mutations; nil (empty) = no token.
+    public var adminToken: String? = nil
+    /// On SIGTERM/SIGINT: how long established connections may finish before they are closed.
+    public var drainTimeout: Duration = .seconds(30)
 
     public init() {}
 }

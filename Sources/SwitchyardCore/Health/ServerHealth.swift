@@ -95,7 +95,7 @@ public struct ServerHealth: Sendable {
         case halfOpen(trialSince: UInt64?)
     }
 
-    public let name: String
+    public internal(set) var name: String
     public internal(set) var adminState: AdminState = .enabled
     /// Active state (always true with `check = none`).
     public internal(set) var isActiveUp: Bool

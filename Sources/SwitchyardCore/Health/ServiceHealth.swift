@@ -88,6 +88,15 @@ public struct ServiceHealth: Sendable {
 
     public var count: Int { servers.count }
 
+    /// Carries a server's state (counters, ejection, active up/down, admin state) over from the
+    /// health of a previous configuration: a reload keeps what it knows of servers that stay.
+    public mutating func adopt(_ state: ServerHealth, at server: Int) {
+        guard servers.indices.contains(server) else { return }
+        var carried = state
+        carried.name = servers[server].name
+        servers[server] = carried
+    }
+
     /// Most servers that may be ejected (or half-open) at once.
     public var maxEjected: Int {
         let percent = Swift.min(Swift.max(settings.maxEjectionPercent, 0), 100)

@@ -93,6 +93,16 @@ public struct Balancer: Sendable {
         scheduler.connectionReleased(server, pool: pool)
     }
 
+    /// Counts `count` connections as already open on `server` without picking it: a reload builds a new
+    /// Balancer and carries over the connections that servers which stay in the list still hold.
+    public mutating func assumeTaken(_ server: Int, count: Int) {
+        guard pool.specs.indices.contains(server), count > 0 else { return }
+        for _ in 0..<count {
+            pool.active[server] += 1
+            scheduler.connectionTaken(server, pool: pool)
+        }
+    }
+
     /// Health layer: mark a server usable or not (down/ejected/disabled/draining).
     /// Servers start usable. Connections already counted on a server stay counted until released.
     public mutating func setUsable(_ server: Int, _ usable: Bool) {
