@@ -1,0 +1,162 @@
+// Process-level behaviour: no descriptor leaks, signals, the command line.
+import Foundation
+import Glibc
+import Testing
+
+@Suite("Lifecycle")
+struct LifecycleTests {
+    @Test("After 1000 connections the open descriptors return to their starting count")
+    func noDescriptorLeak() throws {
+        let echo = try Backend(name: "echo", behavior: .echo)
+        defer { echo.stop() }
+        let proxy = try SwitchyardProcess(config: TestConfig.global()
+            + TestConfig.service("echo", servers: ["echo \(echo.address)"]))
+        defer { proxy.stop() }
+        let port = try proxy.port("echo")
+        // The first health probe's socket must be gone before the baseline is taken.
+        try proxy.waitForServersUp(service: "echo", servers: ["echo"])
+        let baseline = try proxy.openDescriptorCount()
+
+        // 40 batches of 25 concurrent connections, each doing one round trip.
+        var completed = 0
+        for batch in 0..<40 {
+            var clients: [TestClient] = []
+            defer { clients.forEach { $0.close() } }
+            for _ in 0..<25 { clients.append(try TestClient(port: port)) }
+            for (index, client) in clients.enumerated() {
+                try client.roundTrip("batch \(batch) client \(index)\n")
+                completed += 1
+            }
+        }
+        #expect(completed == 1000)
+        try waitUntil("the backend to see 1000 relayed connections finish", timeout: .seconds(10)) {
+            echo.finishedConnections.filter { $0.bytesReceived > 0 }.count >= 1000
+        }
+
+        var current = -1
+        let settled = (try? waitUntil("descriptors to settle", timeout: .seconds(10)) {
+            current = try proxy.openDescriptorCount()
+            return current == baseline
+        }) != nil
+        #expect(settled, "switchyard has \(current) open descriptors after 1000 closed connections; \(baseline) before")
+        #expect(proxy.isRunning)
+    }
+
+    @Test("SIGTERM and SIGINT make an idle switchyard exit with status 0", arguments: [SIGTERM, SIGINT])
+    func signalExitsZero(signal: Int32) throws {
+        let echo = try Backend(name: "echo", behavior: .echo)
+        defer { echo.stop() }
+        let proxy = try SwitchyardProcess(config: TestConfig.global()
+            + TestConfig.service("echo", servers: ["echo \(echo.address)"]))
+        defer { proxy.stop() }
+
+        // Some traffic first, so shutdown happens after real work; then idle.
+        let client = try TestClient(port: try proxy.port("echo"))
+        try client.roundTrip("hello\n")
+        client.close()
+        _ = try proxy.waitForConnectionClosed(client: client.localAddress)
+
+        let status = try proxy.terminate(signal: signal, timeout: .seconds(5))
+        #expect(status == .exited(0), "switchyard ended with \(status) after signal \(signal); log:\n\(proxy.recentLog())")
+    }
+}
+
+@Suite("Command line")
+struct CommandLineTests {
+    /// The repository root: this file is Tests/SwitchyardEndToEndTests/LifecycleTests.swift.
+    static let repositoryRoot = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    static func iniFiles(under directory: URL) -> [String] {
+        guard let enumerator = FileManager.default.enumerator(atPath: directory.path) else { return [] }
+        var files: [String] = []
+        while let relative = enumerator.nextObject() as? String {
+            if relative.hasSuffix(".ini") { files.append(directory.appendingPathComponent(relative).path) }
+        }
+        return files.sorted()
+    }
+
+    @Test("switchyard check accepts every *.ini under conf/")
+    func checkShippedConfigs() throws {
+        let binary = try SwitchyardProcess.binaryPath()
+        let files = Self.iniFiles(under: Self.repositoryRoot.appendingPathComponent("conf"))
+        try #require(!files.isEmpty, "no *.ini files under \(Self.repositoryRoot.path)/conf")
+        for file in files {
+            let result = try ChildProcess.run(binary, ["check", "--config", file])
+            #expect(result.status == .exited(0), "check \(file): \(result.status)\nstdout:\n\(result.stdout)\nstderr:\n\(result.stderr)")
+            #expect(!result.stdout.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty
+                        || !result.stderr.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty,
+                    "check \(file) printed no summary")
+        }
+    }
+
+    @Test("switchyard check accepts the configuration the end-to-end tests use")
+    func checkTestConfig() throws {
+        let binary = try SwitchyardProcess.binaryPath()
+        let dir = try SwitchyardProcess.makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("test.ini").path
+        try (TestConfig.global(maxConnections: 5)
+            + TestConfig.service("one", balance: "ip_hash", servers: ["a 127.0.0.1:1", "b 127.0.0.1:2 weight=3"],
+                                 listeners: 2, connectTimeout: "500ms", idleTimeout: "300ms")
+            + TestConfig.service("two", balance: "round_robin", servers: ["c 127.0.0.1:3", "d 127.0.0.1:4 backup"],
+                                 idleTimeout: "0"))
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        let result = try ChildProcess.run(binary, ["check", "--config", path])
+        #expect(result.status == .exited(0), "\(result.status)\nstdout:\n\(result.stdout)\nstderr:\n\(result.stderr)")
+    }
+
+    /// Broken configurations and the line their error is on.
+    static let brokenConfigs: [(name: String, text: String, line: Int)] = [
+        ("bad balance value", """
+            [global]
+            admin =
+            log_format = json
+
+            [service web]
+            listen = 127.0.0.1:0
+            balance = fastest
+            server = a 127.0.0.1:8080
+
+            """, 7),
+        ("server without a port", """
+            [global]
+            admin =
+            [service web]
+            listen = 127.0.0.1:0
+            server = a 127.0.0.1
+
+            """, 5),
+        ("unknown key", """
+            [global]
+            admin =
+            ; a comment
+            no_such_key = 1
+
+            """, 4),
+    ]
+
+    @Test("switchyard check reports FILE:LINE: and exits 1 on a bad file", arguments: 0..<3)
+    func checkReportsErrors(index: Int) throws {
+        let broken = Self.brokenConfigs[index]
+        let binary = try SwitchyardProcess.binaryPath()
+        let dir = try SwitchyardProcess.makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("broken.ini").path
+        try broken.text.write(toFile: path, atomically: true, encoding: .utf8)
+
+        let result = try ChildProcess.run(binary, ["check", "--config", path])
+        #expect(result.status == .exited(1), "\(broken.name): \(result.status)\nstderr:\n\(result.stderr)")
+        let prefix = "\(path):\(broken.line): "
+        #expect(result.stderr.split(separator: "\n").contains { $0.hasPrefix(prefix) },
+                "\(broken.name): expected a stderr line starting with \(prefix.debugDescription); stderr:\n\(result.stderr)")
+    }
+
+    @Test("switchyard --version prints a version")
+    func version() throws {
+        let result = try ChildProcess.run(try SwitchyardProcess.binaryPath(), ["--version"])
+        #expect(result.status == .exited(0))
+        let output = (result.stdout + result.stderr).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(!output.isEmpty && output.contains(where: \.isNumber), "--version printed \(output.debugDescription)")
+    }
+}
