@@ -35,6 +35,8 @@ public final class ProxyRuntime {
     private var signals: [UVSignal] = []
     private(set) var lifecycle = Lifecycle.starting
     private var drainTimer: UVTimer?
+    /// Listeners with a connection waiting while starting (accepted once started).
+    private var pendingAccepts: [ServiceListener] = []
     private var rejectedSinceLog = 0
     private var lastRejectLog: UInt64 = 0
     let startedAt: UInt64
@@ -66,6 +68,11 @@ public final class ProxyRuntime {
     public func run() throws -> Int32 {
         // A write to a socket whose peer is gone must fail with EPIPE, not kill the process.
         signal(SIGPIPE, SIG_IGN)
+        // Start from an empty signal mask whatever the parent left blocked (some launchers block
+        // SIGTERM/SIGINT in their threads, and children inherit the mask).
+        var none = sigset_t()
+        sigemptyset(&none)
+        pthread_sigmask(SIG_SETMASK, &none, nil)
         if let workers = config.global.workers, workers != 1 {
             logger.warning("workers=\(workers) requested; this build runs one event loop")
         } else if config.global.workers == nil {
@@ -82,7 +89,10 @@ public final class ProxyRuntime {
             if let address = config.global.admin {
                 admin = try AdminServer(runtime: self, address: address)
             }
-            for service in services { try service.startHealthChecks() }
+            for service in services {
+                service.onFirstProbeRound = { [unowned self] in self.openIfStarted() }
+                try service.startHealthChecks()
+            }
         } catch {
             closeEverything()
             loop.run()
@@ -94,16 +104,28 @@ public final class ProxyRuntime {
                 self.handleSignal(signum)
             })
         }
-        lifecycle = .running
-        logger.info(
-            "started",
-            metadata: ["services": "\(services.count)", "pid": "\(getpid())", "version": "\(SwitchyardVersion.current)"])
+        openIfStarted()
         loop.run()
         if !loop.finish() {
             logger.error("event loop closed with handles still open")
         }
         logger.info("stopped")
         return 0
+    }
+
+    /// Starts accepting once every service has heard back from its first probe round, so that the
+    /// first connections are spread on a true picture of the servers. Until then the listeners are
+    /// bound and connections wait in the kernel's backlog: a client sees a slower connect, never a
+    /// refusal. Each probe answers within `check_timeout`.
+    private func openIfStarted() {
+        guard lifecycle == .starting, services.allSatisfy(\.firstProbeRoundDone) else { return }
+        lifecycle = .running
+        logger.info(
+            "started",
+            metadata: ["services": "\(services.count)", "pid": "\(getpid())", "version": "\(SwitchyardVersion.current)"])
+        let waiting = pendingAccepts
+        pendingAccepts.removeAll()
+        for binding in waiting { accept(on: binding) }
     }
 
     private func makeService(_ serviceConfig: ServiceConfig) -> ServiceRuntime {
@@ -150,6 +172,11 @@ public final class ProxyRuntime {
     }
 
     private func accept(on binding: ServiceListener) {
+        if lifecycle == .starting {
+            // Leave it in libuv's hands: the listener pauses until we call accept.
+            if !pendingAccepts.contains(where: { $0 === binding }) { pendingAccepts.append(binding) }
+            return
+        }
         let service = binding.service
         let client: TCPStream
         do {
@@ -224,7 +251,7 @@ public final class ProxyRuntime {
     /// SIGTERM/SIGINT: close the listeners at once, let established connections finish for up to
     /// `drain_timeout`, then close the rest and stop.
     private func beginDrain(signal name: String) {
-        guard lifecycle == .running else { return }
+        guard lifecycle == .running || lifecycle == .starting else { return }
         lifecycle = .draining
         for service in services {
             service.closeListeners()

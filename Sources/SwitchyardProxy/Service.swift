@@ -71,6 +71,10 @@ final class ServiceRuntime {
     var onServerDown: ((ServiceRuntime, UpstreamServer) -> Void)?
 
     private var probers: [HealthProber] = []
+    /// Servers whose first probe has not answered yet; `onFirstProbeRound` runs when it empties.
+    private var awaitingFirstProbe = Set<Int>()
+    var onFirstProbeRound: (() -> Void)?
+    var firstProbeRoundDone: Bool { awaitingFirstProbe.isEmpty }
     private var healthTimer: UVTimer?
     private var healthTimerDue: UInt64?
     private var rampTimer: UVTimer?
@@ -153,24 +157,35 @@ final class ServiceRuntime {
         try startHealthChecks()
     }
 
-    /// Starts the active probes (first round at once, spread over the first 10% of the interval).
+    /// Starts the active probes: the first round at once (so that traffic starts on a true picture
+    /// of the servers); later rounds drift apart through the ±10% interval jitter.
     func startHealthChecks() throws(UVError) {
         healthTimer = try UVTimer(loop: loop) { [unowned self] in self.healthTimerFired() }
         scheduleHealthTimer()
         startRampIfNeeded()
         guard let probe = HealthProbe(settings: config.health) else { return }
-        let spread = max(1, config.health.checkInterval.wholeMilliseconds / 10)
         for server in servers {
             guard let prober = HealthProber(server: server, service: self, probe: probe, loop: loop) else { continue }
             probers.append(prober)
-            try prober.start(after: servers.count == 1 ? 0 : UInt64.random(in: 0...spread, using: &random))
+            awaitingFirstProbe.insert(server.index)
+            try prober.start(after: 0)
         }
+    }
+
+    private func probeAnswered(_ server: UpstreamServer) {
+        guard !awaitingFirstProbe.isEmpty, awaitingFirstProbe.remove(server.index) != nil,
+              awaitingFirstProbe.isEmpty
+        else { return }
+        let callback = onFirstProbeRound
+        onFirstProbeRound = nil
+        callback?()
     }
 
     /// Stops probes and timers (the service is going away, or being reconfigured).
     func stopHealthChecks() {
         for prober in probers { prober.stop() }
         probers.removeAll()
+        awaitingFirstProbe.removeAll()
         healthTimer?.close()
         healthTimer = nil
         healthTimerDue = nil
@@ -294,6 +309,7 @@ final class ServiceRuntime {
         server.stats.healthChecksPassed &+= 1
         let event = health.probeSucceeded(server.index, now: loop.now)
         if let event { handle(event) }
+        probeAnswered(server)
     }
 
     func probeFailed(_ server: UpstreamServer, reason: String) {
@@ -301,6 +317,7 @@ final class ServiceRuntime {
         logger.debug("probe failed", metadata: ["server": "\(server.name)", "error": "\(reason)"])
         let event = health.probeFailed(server.index, now: loop.now, reason: reason)
         if let event { handle(event) }
+        probeAnswered(server)
     }
 
     func nextProbeDelay() -> UInt64 {

@@ -16,8 +16,7 @@ public struct HTTPResponse: Equatable, Sendable {
     public var headers: HTTPHeaders
     public var body: [UInt8]
 
-    public static let plainText = "text/plain; charset=utf-8"
-    public static let json = "application/json"
+    public static let plainTextContentType = "text/plain; charset=utf-8"
 
     public init(status: HTTPStatus, contentType: String? = nil, headers: HTTPHeaders = [:], body: [UInt8] = []) {
         self.status = status
@@ -26,9 +25,10 @@ public struct HTTPResponse: Equatable, Sendable {
         self.body = body
     }
 
-    /// A `text/plain; charset=utf-8` response.
+    /// A `text/plain; charset=utf-8` response. (JSON: `contentType: JSONWriter.contentType`;
+    /// metrics: `contentType: PrometheusWriter.contentType`.)
     public static func text(_ status: HTTPStatus, _ text: String, headers: HTTPHeaders = [:]) -> HTTPResponse {
-        HTTPResponse(status: status, contentType: plainText, headers: headers, body: Array(text.utf8))
+        HTTPResponse(status: status, contentType: plainTextContentType, headers: headers, body: Array(text.utf8))
     }
 
     /// An error response whose body is `message` and a newline (plain text, for curl users).
