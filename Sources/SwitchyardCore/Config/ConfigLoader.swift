@@ -409,8 +409,12 @@ private struct Loader {
 
     private mutating func apply<T>(_ rules: [KeyRule<T>], to target: inout T, key: String, rawValue: String, line: Int) throws(ConfigError) {
         guard let rule = rules.first(where: { $0.key == key }) else {
-            let known = rules.map(\.key).joined(separator: ", ")
-            throw error(line, "unknown key \"\(key)\" in \(sectionLabel) (known keys: \(known))")
+            let names = rules.map(\.key)
+            if let close = names.min(by: { editDistance($0, key) < editDistance($1, key) }),
+               editDistance(close, key) <= max(1, key.count / 4) {
+                throw error(line, "unknown key \"\(key)\" in \(sectionLabel) (did you mean \(close)?)")
+            }
+            throw error(line, "unknown key \"\(key)\" in \(sectionLabel) (known keys: \(names.joined(separator: ", ")))")
         }
         if !rule.repeatable, let first = seenKeys[key] {
             throw error(line, "duplicate key \(key) in \(sectionLabel) (first at line \(first))")
@@ -434,6 +438,24 @@ private struct Loader {
         }
         bound.append((address, service, line))
     }
+}
+
+/// Levenshtein distance, for "did you mean" suggestions.
+func editDistance(_ a: String, _ b: String) -> Int {
+    let x = Array(a.utf8), y = Array(b.utf8)
+    if x.isEmpty { return y.count }
+    if y.isEmpty { return x.count }
+    var previous = Array(0...y.count)
+    var current = Array(repeating: 0, count: y.count + 1)
+    for i in 1...x.count {
+        current[0] = i
+        for j in 1...y.count {
+            let substitution = previous[j - 1] + (x[i - 1] == y[j - 1] ? 0 : 1)
+            current[j] = min(substitution, previous[j] + 1, current[j - 1] + 1)
+        }
+        swap(&previous, &current)
+    }
+    return previous[y.count]
 }
 
 // MARK: - Reading the file (the only I/O in SwitchyardCore)
