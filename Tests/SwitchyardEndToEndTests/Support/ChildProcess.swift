@@ -114,7 +114,8 @@ final class ChildProcess {
     let stderr: OutputCollector
     let commandLine: String
 
-    init(executable: String, arguments: [String], directory: URL? = nil) throws {
+    /// `environment`: the child's whole environment (nil: inherit this process's).
+    init(executable: String, arguments: [String], directory: URL? = nil, environment: [String: String]? = nil) throws {
         guard FileManager.default.isExecutableFile(atPath: executable) else {
             throw HarnessError("not an executable file: \(executable)")
         }
@@ -122,6 +123,7 @@ final class ChildProcess {
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         if let directory { process.currentDirectoryURL = directory }
+        if let environment { process.environment = environment }
         commandLine = ([executable] + arguments).map { $0.contains(" ") || $0.isEmpty ? "'\($0)'" : $0 }.joined(separator: " ")
 
         // Our own close-on-exec pipes, so no other concurrently started child inherits them.
@@ -196,9 +198,10 @@ final class ChildProcess {
 
     /// Runs a program to completion (killing it at the deadline) and returns its status and output.
     static func run(
-        _ executable: String, _ arguments: [String], timeout: Duration = .seconds(30)
+        _ executable: String, _ arguments: [String], timeout: Duration = .seconds(30),
+        environment: [String: String]? = nil
     ) throws -> (status: ExitStatus, stdout: String, stderr: String) {
-        let child = try ChildProcess(executable: executable, arguments: arguments)
+        let child = try ChildProcess(executable: executable, arguments: arguments, environment: environment)
         defer { child.kill() }
         let status: ExitStatus
         do {

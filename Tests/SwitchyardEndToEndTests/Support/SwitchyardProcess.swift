@@ -84,13 +84,17 @@ final class SwitchyardProcess {
     }
 
     /// Writes `config`, starts `switchyard run --config PATH` and (by default) waits for `started`.
-    init(config: String, waitForStart: Bool = true, startTimeout: Duration = .seconds(20)) throws {
+    /// `environment`: the child's whole environment (nil: inherit this process's).
+    init(
+        config: String, waitForStart: Bool = true, startTimeout: Duration = .seconds(20),
+        environment: [String: String]? = nil
+    ) throws {
         let binary = try SwitchyardProcess.binaryPath()
         directory = try SwitchyardProcess.makeTemporaryDirectory()
         configPath = directory.appendingPathComponent("switchyard.ini").path
         do {
             try config.write(toFile: configPath, atomically: true, encoding: .utf8)
-            child = try ChildProcess(executable: binary, arguments: ["run", "--config", configPath])
+            child = try ChildProcess(executable: binary, arguments: ["run", "--config", configPath], environment: environment)
         } catch {
             try? FileManager.default.removeItem(at: directory)
             throw error

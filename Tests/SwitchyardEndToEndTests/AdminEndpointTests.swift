@@ -1,0 +1,246 @@
+// The admin endpoint as an operator sees it: every route, its errors and authorisation, and the
+// metrics moving with real traffic (checked by promtool).
+import Foundation
+import Glibc
+import Testing
+
+@Suite("Admin endpoint")
+struct AdminEndpointTests {
+    static let token = "e2e-s3cret-token"
+
+    @Test("Routes: /healthz, /readyz, /status, /metrics; 404, 405 with Allow, 400, HEAD without a body")
+    func routes() throws {
+        let echo = try Backend(name: "echo", behavior: .echo)
+        defer { echo.stop() }
+        let proxy = try SwitchyardProcess(config: OpsConfig.global()
+            + OpsConfig.service("web", balance: "least_conn", servers: ["a \(echo.address) weight=2"]))
+        defer { proxy.stop() }
+        try proxy.waitForServersUp(service: "web", servers: ["a"])
+
+        let healthz = try proxy.admin("GET", "/healthz")
+        #expect(healthz.status == 200, "\(healthz)")
+        #expect(healthz.text == "ok\n", "\(healthz)")
+        #expect(healthz.header("Connection")?.lowercased() == "close", "\(healthz)")
+
+        let readyz = try proxy.admin("GET", "/readyz")
+        #expect(readyz.status == 200, "GET /readyz with every server up: \(readyz)")
+
+        // /status: JSON with the service, its real listening address and the server's state.
+        let statusReply = try proxy.admin("GET", "/status")
+        #expect(statusReply.status == 200, "\(statusReply)")
+        #expect(statusReply.header("Content-Type")?.hasPrefix("application/json") == true, "\(statusReply)")
+        let status = try StatusSnapshot(text: statusReply.text)
+        let service = try #require(status.service("web"), "no service web in /status: \(status)")
+        #expect(service["balance"] as? String == "least_conn")
+        #expect(service["listeners"] as? [String] == proxy.listenAddresses(service: "web"), "\(status)")
+        let server = try #require(status.server("web", "a"), "no server a in /status: \(status)")
+        #expect(server["address"] as? String == echo.address)
+        #expect(server["weight"] as? Int == 2)
+        #expect(server["backup"] as? Bool == false)
+        #expect(server["state"] as? String == "up")
+        #expect(server["usable"] as? Bool == true)
+        #expect(server["active_connections"] as? Int == 0)
+        #expect(server["connections_total"] as? Int == 0)
+        #expect((server["probe_successes"] as? Int ?? 0) >= 1, "\(status)")
+        #expect(server["ejections_total"] as? Int == 0)
+        #expect(server.keys.contains("ejection_remaining_ms"), "\(status)")
+        #expect(server["weight_factor"] is NSNumber, "\(status)")
+
+        let metrics = try proxy.admin("GET", "/metrics")
+        #expect(metrics.status == 200, "\(metrics)")
+        let contentType = metrics.header("Content-Type") ?? ""
+        #expect(contentType.hasPrefix("text/plain") && contentType.contains("version=0.0.4"), "Content-Type \(contentType)")
+        let snapshot = try MetricsSnapshot(text: metrics.text)
+        #expect(try snapshot.value("switchyard_server_up", ["service": "web", "server": "a"]) == 1)
+        #expect(try snapshot.value("switchyard_build_info") == 1)
+
+        let unknown = try proxy.admin("GET", "/nothing-here")
+        #expect(unknown.status == 404, "\(unknown)")
+
+        let postMetrics = try proxy.admin("POST", "/metrics")
+        #expect(postMetrics.status == 405, "\(postMetrics)")
+        #expect(Self.allowList(postMetrics) == ["GET", "HEAD"], "\(postMetrics)")
+
+        let getReload = try proxy.admin("GET", "/reload")
+        #expect(getReload.status == 405, "\(getReload)")
+        #expect(Self.allowList(getReload) == ["POST"], "\(getReload)")
+
+        let garbage = try AdminHTTP.exchange(port: try proxy.adminPort(), raw: Array("this is not http\r\n\r\n".utf8))
+        #expect(garbage.status == 400, "\(garbage)")
+
+        let head = try proxy.admin("HEAD", "/healthz")
+        #expect(head.status == 200, "\(head)")
+        #expect(head.body.isEmpty, "HEAD /healthz carried a body: \(head)")
+
+        #expect(proxy.isRunning)
+    }
+
+    @Test("Mutations need the bearer token: 401 without it or with a wrong one, 200 with it")
+    func tokenRequired() throws {
+        let echo = try Backend(name: "echo", behavior: .echo)
+        defer { echo.stop() }
+        let proxy = try SwitchyardProcess(config: OpsConfig.global(adminToken: Self.token)
+            + OpsConfig.service("web", servers: ["a \(echo.address)"]))
+        defer { proxy.stop() }
+        try proxy.waitForServersUp(service: "web", servers: ["a"])
+
+        for path in ["/reload", "/services/web/servers/a/disable"] {
+            let none = try proxy.admin("POST", path)
+            #expect(none.status == 401, "POST \(path) without a token: \(none)")
+            #expect(none.header("WWW-Authenticate")?.hasPrefix("Bearer") == true, "\(none)")
+            let wrong = try proxy.admin("POST", path, token: Self.token + "x")
+            #expect(wrong.status == 401, "POST \(path) with a wrong token: \(wrong)")
+            let otherScheme = try proxy.admin("POST", path, headers: [("Authorization", "Basic \(Self.token)")])
+            #expect(otherScheme.status == 401, "POST \(path) with Basic: \(otherScheme)")
+        }
+        // Refused mutations changed nothing.
+        #expect(try proxy.status().state("web", "a") == "up")
+        #expect(try proxy.metrics().value("switchyard_config_reloads_total", ["result": "success"]) == 0)
+        #expect(proxy.logCount("configuration reloaded") == 0)
+
+        // Reads need no token.
+        #expect(try proxy.admin("GET", "/status").status == 200)
+
+        let disable = try proxy.admin("POST", "/services/web/servers/a/disable", token: Self.token)
+        #expect(disable.status == 200, "\(disable)")
+        #expect(try proxy.status().state("web", "a") == "disabled")
+        let enable = try proxy.admin("POST", "/services/web/servers/a/enable", token: Self.token)
+        #expect(enable.status == 200, "\(enable)")
+        #expect(try proxy.status().state("web", "a") == "up")
+
+        let reload = try proxy.admin("POST", "/reload", token: Self.token)
+        #expect(reload.status == 200, "\(reload)")
+        try proxy.waitForLogLineCount("configuration reloaded", 1)
+
+        let unknownServer = try proxy.admin("POST", "/services/web/servers/zz/drain", token: Self.token)
+        #expect(unknownServer.status == 404, "\(unknownServer)")
+        let unknownService = try proxy.admin("POST", "/services/nope/servers/a/drain", token: Self.token)
+        #expect(unknownService.status == 404, "\(unknownService)")
+    }
+
+    @Test("/readyz is 503 with the reason while every server of a service is down")
+    func readyzNotReady() throws {
+        let echo = try Backend(name: "echo", behavior: .echo)
+        defer { echo.stop() }
+        let refusing1 = try RefusingPort()
+        defer { refusing1.close() }
+        let refusing2 = try RefusingPort()
+        defer { refusing2.close() }
+        // panic = on (the default): a service with no healthy server still tries them all, but
+        // that does not make it ready.
+        let proxy = try SwitchyardProcess(config: OpsConfig.global()
+            + OpsConfig.service("live", servers: ["echo \(echo.address)"])
+            + OpsConfig.service("dead", servers: ["x 127.0.0.1:\(refusing1.port)", "y 127.0.0.1:\(refusing2.port)"]))
+        defer { proxy.stop() }
+        try proxy.waitForServersUp(service: "live", servers: ["echo"])
+
+        let readyz = try proxy.admin("GET", "/readyz")
+        #expect(readyz.status == 503, "\(readyz)")
+        #expect(readyz.text.contains("dead") && readyz.text.contains("no usable server"), "\(readyz)")
+        let head = try proxy.admin("HEAD", "/readyz")
+        #expect(head.status == 503 && head.body.isEmpty, "\(head)")
+
+        let status = try proxy.status()
+        #expect(status.root["state"] as? String == "not_ready", "\(status)")
+        for name in ["x", "y"] {
+            #expect(status.state("dead", name) == "down", "\(status)")
+            #expect(status.server("dead", name)?["usable"] as? Bool == false, "\(status)")
+        }
+        #expect(status.state("live", "echo") == "up")
+        let metrics = try proxy.metrics()
+        #expect(try metrics.value("switchyard_server_up", ["service": "dead", "server": "x"]) == 0)
+        #expect(try metrics.value("switchyard_server_up", ["service": "live", "server": "echo"]) == 1)
+
+        // Liveness is not readiness.
+        #expect(try proxy.admin("GET", "/healthz").status == 200)
+    }
+
+    @Test("Counters match the traffic exactly; failures and reloads are counted; promtool accepts /metrics")
+    func metricsFollowTraffic() throws {
+        let replyBytes = 3000
+        let backend = try Backend(name: "replier", behavior: .replyAfterEOF(replyBytes: replyBytes))
+        defer { backend.stop() }
+        let refusing = try RefusingPort()
+        defer { refusing.close() }
+        let proxy = try SwitchyardProcess(config: OpsConfig.global()
+            + OpsConfig.service("web", servers: ["r \(backend.address)"])
+            // No probes and no ejection: every client connection makes exactly one refused connect.
+            + OpsConfig.service("dead", servers: ["nobody 127.0.0.1:\(refusing.port)"],
+                                extra: ["check = none", "retries = 0", "eject_after = 0"]))
+        defer { proxy.stop() }
+        try proxy.waitForServersUp(service: "web", servers: ["r"])
+        let port = try proxy.port("web")
+
+        let before = try proxy.metrics()
+        let labels = ["service": "web", "server": "r"]
+        #expect(try before.value("switchyard_connections_total", labels) == 0)
+        #expect(try before.value("switchyard_bytes_received_total", labels) == 0)
+        #expect(try before.value("switchyard_bytes_sent_total", labels) == 0)
+
+        // 5 connections sending 100, 1100, ... bytes; each gets 3000 bytes back.
+        var sent = 0
+        for i in 0..<5 {
+            let client = try TestClient(port: port)
+            defer { client.close() }
+            let count = 100 + 1000 * i
+            let result = try client.transfer(sendCount: count, sendSeed: UInt64(i), timeout: .seconds(10))
+            #expect(result.bytesSent == count && result.bytesReceived == replyBytes && result.end == .eof, "\(result)")
+            sent += count
+            client.close()
+            _ = try proxy.waitForConnectionClosed(client: client.localAddress)
+        }
+        let after = try proxy.metrics()
+        #expect(try after.value("switchyard_connections_total", labels) == 5)
+        #expect(try after.value("switchyard_connections_active", labels) == 0)
+        #expect(try after.value("switchyard_bytes_received_total", labels) == Double(sent))
+        #expect(try after.value("switchyard_bytes_sent_total", labels) == Double(5 * replyBytes))
+        #expect(try after.value("switchyard_connection_duration_seconds_count", ["service": "web"]) == 5)
+        #expect(try after.value("switchyard_connect_duration_seconds_count", labels) == 5)
+        let status = try proxy.status()
+        #expect(status.server("web", "r")?["connections_total"] as? Int == 5, "\(status)")
+        #expect(status.server("web", "r")?["bytes_received_total"] as? Int == sent, "\(status)")
+        #expect(status.server("web", "r")?["bytes_sent_total"] as? Int == 5 * replyBytes, "\(status)")
+
+        // A refusing server: one refused connect per client connection.
+        let deadLabels = ["service": "dead", "server": "nobody"]
+        #expect(try after.value("switchyard_connect_failures_total", deadLabels.merging(["reason": "refused"]) { $1 }) == 0)
+        let deadPort = try proxy.port("dead")
+        for _ in 0..<3 {
+            let client = try TestClient(port: deadPort)
+            defer { client.close() }
+            #expect(try client.waitForEnd(timeout: .seconds(3)) != nil, "client of the refusing server was not closed")
+            client.close()
+            _ = try proxy.waitForConnectionClosed(client: client.localAddress)
+        }
+        let failed = try proxy.metrics()
+        #expect(try failed.value("switchyard_connect_failures_total", deadLabels.merging(["reason": "refused"]) { $1 }) == 3)
+        #expect(try failed.value("switchyard_connect_failures_total", deadLabels.merging(["reason": "timeout"]) { $1 }) == 0)
+        #expect(try failed.value("switchyard_rejected_connections_total", ["service": "dead", "reason": "connect_failed"]) == 3)
+        #expect(try failed.value("switchyard_connections_total", deadLabels) == 0)
+
+        // Reloads: success by the admin endpoint and by SIGHUP, failure with a broken file.
+        #expect(try failed.value("switchyard_config_reloads_total", ["result": "success"]) == 0)
+        #expect(try failed.value("switchyard_config_reloads_total", ["result": "failure"]) == 0)
+        #expect(try proxy.admin("POST", "/reload").status == 200)
+        try proxy.reloadBySignal(expectSuccessCount: 2)
+        let goodConfig = try String(contentsOfFile: proxy.configPath, encoding: .utf8)
+        try proxy.rewriteConfig(goodConfig + "[service broken]\n")
+        let failedReload = try proxy.admin("POST", "/reload")
+        #expect(failedReload.status == 400, "\(failedReload)")
+        let reloads = try proxy.metrics()
+        #expect(try reloads.value("switchyard_config_reloads_total", ["result": "success"]) == 2)
+        #expect(try reloads.value("switchyard_config_reloads_total", ["result": "failure"]) == 1)
+        // The counters survived the reloads (same servers).
+        #expect(try reloads.value("switchyard_connections_total", labels) == 5)
+        #expect(try reloads.value("switchyard_bytes_received_total", labels) == Double(sent))
+
+        // The whole exposition, after real traffic, passes promtool.
+        let check = try Promtool.checkMetrics(reloads.text)
+        #expect(check.status == .exited(0), "promtool check metrics: \(check.status)\n\(check.output)\nmetrics:\n\(reloads.text)")
+        #expect(proxy.isRunning)
+    }
+
+    private static func allowList(_ reply: HTTPReply) -> [String] {
+        (reply.header("Allow") ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.sorted()
+    }
+}

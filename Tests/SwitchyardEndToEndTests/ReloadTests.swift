@@ -1,0 +1,256 @@
+// Reloading the configuration (SIGHUP and POST /reload) under traffic: established connections
+// are never dropped, listeners whose address is unchanged stay open, a broken file changes nothing.
+import Foundation
+import Glibc
+import Testing
+
+@Suite("Reload")
+struct ReloadTests {
+    /// Opens a connection and returns it with the name its server greeted it with.
+    static func connectAndIdentify(port: UInt16) throws -> (TestClient, String) {
+        let client = try TestClient(port: port)
+        do {
+            return (client, try client.readLine())
+        } catch {
+            client.close()
+            throw error
+        }
+    }
+
+    /// Names of the servers that greet `count` new, short connections.
+    static func identifyMany(port: UInt16, count: Int) throws -> [String: Int] {
+        var counts: [String: Int] = [:]
+        for _ in 0..<count {
+            let (client, name) = try connectAndIdentify(port: port)
+            client.close()
+            counts[name, default: 0] += 1
+        }
+        return counts
+    }
+
+    /// The line number (1-based) of the first line of `text` containing `needle`.
+    static func lineNumber(of needle: String, in text: String) -> Int? {
+        text.components(separatedBy: "\n").firstIndex { $0.contains(needle) }.map { $0 + 1 }
+    }
+
+    @Test("A held connection relays through 3 reloads (add a server, change a weight, remove its server); a looping client is never refused")
+    func heldConnectionSurvivesReloads() throws {
+        let a = try Backend(name: "a", behavior: .identify)
+        defer { a.stop() }
+        let b = try Backend(name: "b", behavior: .identify)
+        defer { b.stop() }
+        func config(_ servers: [String]) -> String {
+            OpsConfig.global() + OpsConfig.service("web", balance: "round_robin", servers: servers)
+        }
+        let proxy = try SwitchyardProcess(config: config(["a \(a.address)"]))
+        defer { proxy.stop() }
+        try proxy.waitForServersUp(service: "web", servers: ["a"])
+        let port = try proxy.port("web")
+
+        let (held, greeting) = try Self.connectAndIdentify(port: port)
+        defer { held.close() }
+        #expect(greeting == "a")
+        var heldBytes = 0
+        func heldRoundTrip(_ text: String) throws {
+            try held.roundTrip(text)
+            heldBytes += text.utf8.count
+        }
+        try heldRoundTrip("before the reloads\n")
+
+        let loop = ConnectionLoop(port: port)
+        defer { _ = try? loop.stop() }
+        try loop.waitForProgress(10)
+
+        // (a) Add server b.
+        try proxy.rewriteConfig(config(["a \(a.address)", "b \(b.address)"]))
+        try proxy.reloadBySignal(expectSuccessCount: 1)
+        try heldRoundTrip("after reload 1 (server b added)\n")
+        // a's health carried over: still up at once (a fresh server starts down until probed).
+        #expect(try proxy.status().state("web", "a") == "up")
+        try proxy.waitForServersUp(service: "web", servers: ["b"])
+        // New connections reach b (the looping client shares the round robin, so poll).
+        var seenAfterAdd: [String: Int] = [:]
+        try waitUntil("a new connection to reach the added server b (seen \(seenAfterAdd))", timeout: .seconds(3)) {
+            let (client, name) = try Self.connectAndIdentify(port: port)
+            client.close()
+            seenAfterAdd[name, default: 0] += 1
+            return name == "b"
+        }
+        try loop.waitForProgress(10)
+
+        // (b) Change b's weight.
+        try proxy.rewriteConfig(config(["a \(a.address)", "b \(b.address) weight=3"]))
+        try proxy.reloadBySignal(expectSuccessCount: 2)
+        try heldRoundTrip("after reload 2 (weight changed)\n")
+        let statusB = try proxy.status()
+        #expect(statusB.server("web", "b")?["weight"] as? Int == 3, "\(statusB)")
+        #expect(statusB.state("web", "a") == "up" && statusB.state("web", "b") == "up", "\(statusB)")
+        #expect(statusB.server("web", "a")?["active_connections"] as? Int ?? 0 >= 1, "\(statusB)")
+        try loop.waitForProgress(10)
+
+        // (c) Remove server a, which the held connection is relayed to.
+        try proxy.rewriteConfig(config(["b \(b.address) weight=3"]))
+        try proxy.reloadBySignal(expectSuccessCount: 3)
+        try heldRoundTrip("after reload 3 (its own server removed)\n")
+        let statusC = try proxy.status()
+        #expect(statusC.servers(of: "web").compactMap { $0["name"] as? String } == ["b"], "\(statusC)")
+        let afterRemove = try Self.identifyMany(port: port, count: 10)
+        #expect(afterRemove == ["b": 10], "new connections after removing a: \(afterRemove)")
+        try loop.waitForProgress(10)
+
+        let tally = try loop.stop()
+        #expect(tally.failures.isEmpty, "\(tally.failures.count) of \(tally.total) looping connections failed during the reloads: \(tally.failures.prefix(5))")
+        #expect(tally.successes >= 40, "the looping client made only \(tally.successes) connections")
+        #expect((tally.servers["b"] ?? 0) > 0, "the looping client never reached b: \(tally.servers)")
+
+        // The held connection still works, and ends cleanly on both sides.
+        try heldRoundTrip("last words\n")
+        held.close()
+        let line = try proxy.waitForConnectionClosed(client: held.localAddress)
+        #expect(line["end"] == "closed" && line["server"] == "a", "\(line)")
+        let record = try a.waitForRecord("the held connection") { $0.bytesReceived == heldBytes }
+        #expect(record.closing == .finished && record.sawEOF, "\(record)")
+        #expect(proxy.logCount("reload failed; keeping the running configuration") == 0)
+        #expect(proxy.isRunning)
+    }
+
+    @Test("A broken file: the running configuration keeps serving, the error has FILE:LINE, failure counted; POST /reload applies the fixed file")
+    func brokenFileKeepsRunningConfig() throws {
+        let a = try Backend(name: "a", behavior: .identify)
+        defer { a.stop() }
+        let b = try Backend(name: "b", behavior: .identify)
+        defer { b.stop() }
+        let good = OpsConfig.global() + OpsConfig.service("web", servers: ["a \(a.address)"])
+        let proxy = try SwitchyardProcess(config: good)
+        defer { proxy.stop() }
+        try proxy.waitForServersUp(service: "web", servers: ["a"])
+        let port = try proxy.port("web")
+        let (held, greeting) = try Self.connectAndIdentify(port: port)
+        defer { held.close() }
+        #expect(greeting == "a")
+        try held.roundTrip("before\n")
+
+        // Same services, plus a second server, but one bad value.
+        let broken = OpsConfig.global()
+            + OpsConfig.service("web", balance: "fastest", servers: ["a \(a.address)", "b \(b.address)"])
+        let badLine = try #require(Self.lineNumber(of: "balance = fastest", in: broken))
+        try proxy.rewriteConfig(broken)
+        proxy.child.signal(SIGHUP)
+        let failure = try proxy.waitForLogLine("reload failed") { $0.message == "reload failed; keeping the running configuration" }
+        let prefix = "\(proxy.configPath):\(badLine): "
+        #expect(failure["error"]?.hasPrefix(prefix) == true, "expected the error to start with \(prefix.debugDescription): \(failure)")
+        #expect(failure["trigger"] == "SIGHUP", "\(failure)")
+
+        // Still the old configuration: the held connection and new ones work, only on a.
+        try held.roundTrip("after the failed reload\n")
+        #expect(try Self.identifyMany(port: port, count: 4) == ["a": 4])
+        let status = try proxy.status()
+        #expect(status.servers(of: "web").compactMap { $0["name"] as? String } == ["a"], "\(status)")
+        #expect(status.service("web")?["balance"] as? String == "round_robin", "\(status)")
+        var metrics = try proxy.metrics()
+        #expect(try metrics.value("switchyard_config_reloads_total", ["result": "failure"]) == 1)
+        #expect(try metrics.value("switchyard_config_reloads_total", ["result": "success"]) == 0)
+
+        // POST /reload with the file still broken: 400 with the location.
+        let refused = try proxy.admin("POST", "/reload")
+        #expect(refused.status == 400, "\(refused)")
+        #expect(refused.text.contains("\(proxy.configPath):\(badLine):"), "\(refused)")
+
+        // Fixed: POST /reload applies it.
+        try proxy.rewriteConfig(OpsConfig.global() + OpsConfig.service("web", servers: ["a \(a.address)", "b \(b.address)"]))
+        let applied = try proxy.admin("POST", "/reload")
+        #expect(applied.status == 200, "\(applied)")
+        let reloaded = try proxy.waitForLogLine("configuration reloaded") { $0.message == "configuration reloaded" }
+        #expect(reloaded["trigger"] == "admin", "\(reloaded)")
+        try proxy.waitForServersUp(service: "web", servers: ["b"])
+        let spread = try Self.identifyMany(port: port, count: 6)
+        #expect((spread["b"] ?? 0) > 0, "no new connection reached b after the fixed reload: \(spread)")
+        metrics = try proxy.metrics()
+        #expect(try metrics.value("switchyard_config_reloads_total", ["result": "failure"]) == 2)
+        #expect(try metrics.value("switchyard_config_reloads_total", ["result": "success"]) == 1)
+        try held.roundTrip("after the good reload\n")
+    }
+
+    @Test("A service added by reload starts listening; a removed one stops listening while its connections finish")
+    func addAndRemoveService() throws {
+        let m = try Backend(name: "m", behavior: .identify)
+        defer { m.stop() }
+        let x = try Backend(name: "x", behavior: .identify)
+        defer { x.stop() }
+        let mainPort = try reserveLoopbackPort()
+        var extraPort = try reserveLoopbackPort()
+        while extraPort == mainPort { extraPort = try reserveLoopbackPort() }
+        let base = OpsConfig.global() + OpsConfig.service("main", listen: "127.0.0.1:\(mainPort)", servers: ["m \(m.address)"])
+        let withExtra = base + OpsConfig.service("extra", listen: "127.0.0.1:\(extraPort)", servers: ["x \(x.address)"])
+
+        let proxy = try SwitchyardProcess(config: base)
+        defer { proxy.stop() }
+        try proxy.waitForServersUp(service: "main", servers: ["m"])
+        #expect(throws: (any Error).self, "something already listens on the extra port before the reload") {
+            _ = try TestClient(port: extraPort, timeout: .seconds(2))
+        }
+        let (heldMain, mainGreeting) = try Self.connectAndIdentify(port: mainPort)
+        defer { heldMain.close() }
+        #expect(mainGreeting == "m")
+
+        try proxy.rewriteConfig(withExtra)
+        try proxy.reloadBySignal(expectSuccessCount: 1)
+        let listening = try proxy.waitForLogLine("listening for service extra") {
+            $0.message == "listening" && $0["service"] == "extra"
+        }
+        #expect(listening["address"] == "127.0.0.1:\(extraPort)", "\(listening)")
+        try proxy.waitForServersUp(service: "extra", servers: ["x"])
+        let (heldExtra, extraGreeting) = try Self.connectAndIdentify(port: extraPort)
+        defer { heldExtra.close() }
+        #expect(extraGreeting == "x")
+        try heldExtra.roundTrip("via the new service\n")
+        #expect(try Self.identifyMany(port: mainPort, count: 3) == ["m": 3])
+        #expect(try proxy.status().services.compactMap { $0["name"] as? String } == ["main", "extra"])
+
+        try proxy.rewriteConfig(base)
+        try proxy.reloadBySignal(expectSuccessCount: 2)
+        #expect(throws: (any Error).self, "the removed service's port still accepts connections") {
+            let client = try TestClient(port: extraPort, timeout: .seconds(2))
+            // Accepted anyway? Then it must at least be closed at once.
+            if try client.waitForEnd(timeout: .milliseconds(500)) != nil { throw HarnessError("closed at once") }
+        }
+        // Its established connection finishes normally.
+        try heldExtra.roundTrip("the service is gone, this connection is not\n")
+        heldExtra.close()
+        let closed = try proxy.waitForConnectionClosed(client: heldExtra.localAddress)
+        #expect(closed["end"] == "closed", "\(closed)")
+        // The unchanged service kept its listener and its connection.
+        try heldMain.roundTrip("main is untouched\n")
+        #expect(try Self.identifyMany(port: mainPort, count: 3) == ["m": 3])
+        #expect(try proxy.status().services.compactMap { $0["name"] as? String } == ["main"])
+        #expect(proxy.listenAddresses(service: "main") == ["127.0.0.1:\(mainPort)"], "main was re-bound by a reload")
+    }
+
+    @Test("A reload that changes nothing keeps each service on its own listener (two services on 127.0.0.1:0)")
+    func unchangedReloadKeepsPortZeroListeners() throws {
+        let m = try Backend(name: "m", behavior: .identify)
+        defer { m.stop() }
+        let x = try Backend(name: "x", behavior: .identify)
+        defer { x.stop() }
+        let proxy = try SwitchyardProcess(config: OpsConfig.global()
+            + OpsConfig.service("main", servers: ["m \(m.address)"])
+            + OpsConfig.service("extra", servers: ["x \(x.address)"]))
+        defer { proxy.stop() }
+        try proxy.waitForServersUp(service: "main", servers: ["m"])
+        try proxy.waitForServersUp(service: "extra", servers: ["x"])
+        let mainPort = try proxy.port("main")
+        let extraPort = try proxy.port("extra")
+
+        try proxy.reloadBySignal(expectSuccessCount: 1)
+        #expect(proxy.listenAddresses(service: "main").count == 1 && proxy.listenAddresses(service: "extra").count == 1,
+                "a reload of an unchanged file bound new listeners: \(proxy.logLines.filter { $0.message == "listening" }.map(\.raw))")
+        #expect(try Self.identifyMany(port: mainPort, count: 3) == ["m": 3], "main's port after the reload")
+        #expect(try Self.identifyMany(port: extraPort, count: 3) == ["x": 3], "extra's port after the reload")
+        let status = try proxy.status()
+        #expect(status.service("main")?["listeners"] as? [String] == ["127.0.0.1:\(mainPort)"], "\(status)")
+        #expect(status.service("extra")?["listeners"] as? [String] == ["127.0.0.1:\(extraPort)"], "\(status)")
+
+        let exit = try proxy.terminate(timeout: .seconds(5))
+        #expect(exit == .exited(0))
+    }
+}

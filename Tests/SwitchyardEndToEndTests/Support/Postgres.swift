@@ -1,0 +1,154 @@
+// A real PostgreSQL server for the `check = pgsql` tests: initdb into a temporary folder, started
+// with pg_ctl on a free loopback port, stopped (immediate mode) and removed by `stop()`/deinit.
+//
+// PostgreSQL refuses to run as root. When the tests run as root (as in CI), the folder is given to
+// the `postgres` system user (created by the Debian package) and initdb/pg_ctl run through
+// `runuser -u postgres --`.
+import Foundation
+import Glibc
+
+/// Message for a missing PostgreSQL: the README's test command installs it.
+let postgresMissingMessage =
+    "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/pg_ctl): run the README test command, "
+    + "which installs postgresql before `swift test`"
+
+final class PostgresInstance {
+    let port: UInt16
+    let directory: String
+    private let binDirectory: String
+    private let dataDirectory: String
+    /// `runuser -u postgres --` when running as root, else empty.
+    private let runAs: [String]
+    private var stopped = false
+
+    /// The newest `/usr/lib/postgresql/VERSION/bin` with initdb and pg_ctl (PATH is not consulted).
+    static func binDirectory() throws -> String {
+        let root = "/usr/lib/postgresql"
+        let versions = (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []
+        let usable = versions.filter { version in
+            ["initdb", "pg_ctl", "postgres"].allSatisfy {
+                FileManager.default.isExecutableFile(atPath: "\(root)/\(version)/bin/\($0)")
+            }
+        }
+        // Numeric order: 9.6 < 10 < 15 < 16.
+        let newest = usable.max { a, b in
+            let x = a.split(separator: ".").map { Int($0) ?? 0 }
+            let y = b.split(separator: ".").map { Int($0) ?? 0 }
+            return x.lexicographicallyPrecedes(y)
+        }
+        guard let newest else { throw HarnessError(postgresMissingMessage) }
+        return "\(root)/\(newest)/bin"
+    }
+
+    /// initdb + pg_ctl start; returns once the server accepts connections.
+    init() throws {
+        binDirectory = try PostgresInstance.binDirectory()
+
+        var runAs: [String] = []
+        var owner: (uid: uid_t, gid: gid_t)?
+        if geteuid() == 0 {
+            guard let entry = getpwnam("postgres") else {
+                throw HarnessError("running as root but there is no `postgres` user: \(postgresMissingMessage)")
+            }
+            guard let runuser = ChildProcess.locate("runuser") else {
+                throw HarnessError("running as root and `runuser` (util-linux) is not installed: cannot start PostgreSQL as user postgres")
+            }
+            runAs = [runuser, "-u", "postgres", "--"]
+            owner = (entry.pointee.pw_uid, entry.pointee.pw_gid)
+        }
+        self.runAs = runAs
+
+        var template = Array("/tmp/switchyard-pg-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw posixError("mkdtemp") }
+        directory = String(cString: made)
+        dataDirectory = directory + "/data"
+        // Traversable by the postgres user, and owned by it so that it can create the data folder,
+        // its socket and its log there.
+        chmod(directory, 0o755)
+        if let owner, chown(directory, owner.uid, owner.gid) != 0 {
+            let error = posixError("chown \(directory) to postgres")
+            try? FileManager.default.removeItem(atPath: directory)
+            throw error
+        }
+
+        do {
+            let (bin, folder, dataDirectory) = (binDirectory, directory, dataDirectory)
+            let run = { (program: String, arguments: [String], timeout: Duration) throws in
+                try Self.run(program, arguments, bin: bin, runAs: runAs, directory: folder, timeout: timeout)
+            }
+            try run("initdb", ["-D", dataDirectory, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-locale", "--no-sync"], .seconds(120))
+            var lastError: Error = HarnessError("postgres did not start")
+            var started: UInt16?
+            // The port is free when chosen but may be taken before postgres binds it: retry.
+            for _ in 0..<3 {
+                let port = try HealthBackend.freePortOutsideEphemeralRange()
+                let options = "-p \(port) -c listen_addresses=127.0.0.1 -c unix_socket_directories=\(folder) -c fsync=off"
+                do {
+                    try run("pg_ctl", ["-D", dataDirectory, "-l", folder + "/postgres.log", "-o", options, "-w", "-t", "60", "start"], .seconds(90))
+                    started = port
+                    break
+                } catch {
+                    lastError = HarnessError("\(error)\npostgres.log:\n\(Self.tail(folder + "/postgres.log"))")
+                    // A half-started server must not survive the retry.
+                    _ = try? run("pg_ctl", ["-D", dataDirectory, "-m", "immediate", "-w", "stop"], .seconds(30))
+                }
+            }
+            guard let started else { throw lastError }
+            port = started
+        } catch {
+            Self.killPostmaster(dataDirectory: dataDirectory)
+            try? FileManager.default.removeItem(atPath: directory)
+            throw error
+        }
+    }
+
+    deinit { stop() }
+
+    /// `pg_ctl stop -m immediate` (then SIGKILL to the postmaster if it is still there); removes the
+    /// folder. Idempotent.
+    func stop() {
+        guard !stopped else { return }
+        stopped = true
+        _ = try? Self.run(
+            "pg_ctl", ["-D", dataDirectory, "-m", "immediate", "-w", "-t", "20", "stop"],
+            bin: binDirectory, runAs: runAs, directory: directory, timeout: .seconds(30))
+        Self.killPostmaster(dataDirectory: dataDirectory)
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    /// "127.0.0.1:PORT".
+    var address: String { "127.0.0.1:\(port)" }
+
+    /// Runs a PostgreSQL program (as the postgres user when we are root); throws unless it exits 0.
+    private static func run(
+        _ program: String, _ arguments: [String], bin binDirectory: String, runAs: [String], directory: String, timeout: Duration
+    ) throws {
+        let executable = binDirectory + "/" + program
+        let command = runAs.isEmpty ? executable : runAs[0]
+        let args = runAs.isEmpty ? arguments : Array(runAs.dropFirst()) + [executable] + arguments
+        // Run from the temporary folder: the postgres user may not be able to enter ours.
+        let child = try ChildProcess(executable: command, arguments: args, directory: URL(fileURLWithPath: directory))
+        defer { child.kill() }
+        let status = try child.waitForExit(timeout: timeout)
+        child.waitForOutputEnd()
+        guard status == .exited(0) else {
+            throw HarnessError("\(child.commandLine) failed (\(status)):\n\(child.stdout.text)\(child.stderr.text)")
+        }
+    }
+
+    /// SIGKILL to the postmaster named in postmaster.pid, if it is still running.
+    private static func killPostmaster(dataDirectory: String) {
+        guard let text = try? String(contentsOfFile: dataDirectory + "/postmaster.pid", encoding: .utf8),
+              let first = text.split(separator: "\n").first, let pid = Int32(first), pid > 1
+        else { return }
+        // Only if that process is still a postgres (the file may be stale and the pid reused).
+        guard let comm = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8),
+              comm.hasPrefix("postgres") else { return }
+        _ = Glibc.kill(pid, SIGKILL)
+    }
+
+    private static func tail(_ path: String, lines: Int = 20) -> String {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return "(no log)" }
+        return text.split(separator: "\n").suffix(lines).joined(separator: "\n")
+    }
+}
