@@ -15,7 +15,7 @@ enum OpsConfig {
             log_level = info
             log_format = json
             max_connections = 10000
-            workers = 1
+            workers = \(TestConfig.workers)
 
             """
         if let adminToken { text += "admin_token = \(adminToken)\n" }

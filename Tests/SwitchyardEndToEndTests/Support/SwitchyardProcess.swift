@@ -3,8 +3,14 @@
 import Foundation
 import Glibc
 
-/// INI text for tests: admin always off, JSON logs, one worker.
+/// INI text for tests: admin always off, JSON logs, one worker (or `SWITCHYARD_TEST_WORKERS`,
+/// so that the whole suite can run against several event-loop threads).
 enum TestConfig {
+    static var workers: Int {
+        guard let text = getenv("SWITCHYARD_TEST_WORKERS"), let n = Int(String(cString: text)), n > 0 else { return 1 }
+        return n
+    }
+
     static func global(maxConnections: Int = 10_000, logLevel: String = "info") -> String {
         """
         [global]
@@ -12,7 +18,7 @@ enum TestConfig {
         log_level = \(logLevel)
         log_format = json
         max_connections = \(maxConnections)
-        workers = 1
+        workers = \(workers)
 
         """
     }
