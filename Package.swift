@@ -45,6 +45,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .executableTarget(name: "switchyard-bench", dependencies: ["SwitchyardCore"]),
         .testTarget(name: "SwitchyardCoreTests", dependencies: ["SwitchyardCore"]),
         .testTarget(name: "SwitchyardUVTests", dependencies: ["SwitchyardUV"]),
         .testTarget(

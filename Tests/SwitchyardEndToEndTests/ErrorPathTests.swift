@@ -44,7 +44,15 @@ struct ErrorPathTests {
             + TestConfig.service("flaky", servers: ["flaky \(backend.address)"]))
         defer { proxy.stop() }
 
-        let client = try TestClient(port: try proxy.port("flaky"))
+        let client: TestClient
+        do {
+            client = try TestClient(port: try proxy.port("flaky"))
+        } catch let error as HarnessError where error.description.contains("Connection reset by peer") {
+            // Switchyard accepted, tried every attempt and reset the client before this thread
+            // polled its connect: the client was closed, which is the behaviour under test.
+            #expect(proxy.isRunning)
+            return
+        }
         defer { client.close() }
         let end = try client.waitForEnd(timeout: .seconds(3))
         #expect(end != nil, "client still open 3 s after the only server \(mode == "close" ? "closed" : "reset") the upstream connection")

@@ -1,8 +1,9 @@
-// A real PostgreSQL server for the `check = pgsql` tests: initdb into a temporary folder, started
-// with pg_ctl on a free loopback port, stopped (immediate mode) and removed by `stop()`/deinit.
+// A real PostgreSQL server for the `check = pgsql` tests: initdb into a temporary folder, the
+// postmaster run in the foreground on a free loopback port, stopped with `pg_ctl stop -m immediate`
+// and removed by `stop()`/deinit.
 //
 // PostgreSQL refuses to run as root. When the tests run as root (as in CI), the folder is given to
-// the `postgres` system user (created by the Debian package) and initdb/pg_ctl run through
+// the `postgres` system user (created by the Debian package) and initdb, postgres and pg_ctl run through
 // `runuser -u postgres --`.
 import Foundation
 import Glibc
@@ -20,6 +21,10 @@ final class PostgresInstance {
     /// `runuser -u postgres --` when running as root, else empty.
     private let runAs: [String]
     private var stopped = false
+    /// The postmaster, in the foreground (through runuser when we are root). Not `pg_ctl start`:
+    /// a daemonised postmaster would inherit the descriptor by which Foundation's Process notices
+    /// that its child exited, so pg_ctl would never seem to finish.
+    private let server: ChildProcess
 
     /// The newest `/usr/lib/postgresql/VERSION/bin` with initdb and pg_ctl (PATH is not consulted).
     static func binDirectory() throws -> String {
@@ -40,7 +45,7 @@ final class PostgresInstance {
         return "\(root)/\(newest)/bin"
     }
 
-    /// initdb + pg_ctl start; returns once the server accepts connections.
+    /// initdb, then the postmaster; returns once it answers on its port.
     init() throws {
         binDirectory = try PostgresInstance.binDirectory()
 
@@ -78,23 +83,36 @@ final class PostgresInstance {
             }
             try run("initdb", ["-D", dataDirectory, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-locale", "--no-sync"], .seconds(120))
             var lastError: Error = HarnessError("postgres did not start")
-            var started: UInt16?
+            var started: (port: UInt16, child: ChildProcess)?
             // The port is free when chosen but may be taken before postgres binds it: retry.
             for _ in 0..<3 {
                 let port = try HealthBackend.freePortOutsideEphemeralRange()
-                let options = "-p \(port) -c listen_addresses=127.0.0.1 -c unix_socket_directories=\(folder) -c fsync=off"
+                let child = try Self.spawn(
+                    "postgres",
+                    ["-D", dataDirectory, "-p", "\(port)", "-c", "listen_addresses=127.0.0.1",
+                     "-c", "unix_socket_directories=\(folder)", "-c", "fsync=off"],
+                    bin: bin, runAs: runAs, directory: folder)
                 do {
-                    try run("pg_ctl", ["-D", dataDirectory, "-l", folder + "/postgres.log", "-o", options, "-w", "-t", "60", "start"], .seconds(90))
-                    started = port
+                    try waitUntil("postgres to answer on 127.0.0.1:\(port)", timeout: .seconds(60), interval: .milliseconds(50)) {
+                        if let status = child.exitStatus {
+                            child.waitForOutputEnd(timeout: .seconds(2))
+                            throw HarnessError("postgres exited (\(status)):\n\(child.stderr.text)")
+                        }
+                        return PostgresInstance.answersSSLRequest(port: port)
+                    }
+                    started = (port, child)
                     break
                 } catch {
-                    lastError = HarnessError("\(error)\npostgres.log:\n\(Self.tail(folder + "/postgres.log"))")
+                    lastError = HarnessError("\(error)\npostgres output:\n\(child.stderr.text.suffix(2000))")
                     // A half-started server must not survive the retry.
-                    _ = try? run("pg_ctl", ["-D", dataDirectory, "-m", "immediate", "-w", "stop"], .seconds(30))
+                    _ = try? run("pg_ctl", ["-D", dataDirectory, "-m", "immediate", "-w", "-t", "20", "stop"], .seconds(30))
+                    Self.killPostmaster(dataDirectory: dataDirectory)
+                    child.kill()
                 }
             }
             guard let started else { throw lastError }
-            port = started
+            server = started.child
+            port = started.port
         } catch {
             Self.killPostmaster(dataDirectory: dataDirectory)
             try? FileManager.default.removeItem(atPath: directory)
@@ -113,21 +131,39 @@ final class PostgresInstance {
             "pg_ctl", ["-D", dataDirectory, "-m", "immediate", "-w", "-t", "20", "stop"],
             bin: binDirectory, runAs: runAs, directory: directory, timeout: .seconds(30))
         Self.killPostmaster(dataDirectory: dataDirectory)
+        server.kill()
         try? FileManager.default.removeItem(atPath: directory)
     }
 
     /// "127.0.0.1:PORT".
     var address: String { "127.0.0.1:\(port)" }
 
-    /// Runs a PostgreSQL program (as the postgres user when we are root); throws unless it exits 0.
-    private static func run(
-        _ program: String, _ arguments: [String], bin binDirectory: String, runAs: [String], directory: String, timeout: Duration
-    ) throws {
+    /// True when 127.0.0.1:`port` answers an SSLRequest with S or N (PostgreSQL accepts connections).
+    static func answersSSLRequest(port: UInt16) -> Bool {
+        guard let client = try? TestClient(port: port, timeout: .seconds(1)) else { return false }
+        defer { client.close() }
+        guard (try? client.send([0x00, 0x00, 0x00, 0x08, 0x04, 0xD2, 0x16, 0x2F], timeout: .seconds(1))) != nil,
+              let reply = try? client.readExactly(1, timeout: .seconds(1))
+        else { return false }
+        return reply == [UInt8(ascii: "N")] || reply == [UInt8(ascii: "S")]
+    }
+
+    /// Starts a PostgreSQL program (as the postgres user when we are root) from `directory` (the
+    /// postgres user may not be able to enter ours).
+    private static func spawn(
+        _ program: String, _ arguments: [String], bin binDirectory: String, runAs: [String], directory: String
+    ) throws -> ChildProcess {
         let executable = binDirectory + "/" + program
         let command = runAs.isEmpty ? executable : runAs[0]
         let args = runAs.isEmpty ? arguments : Array(runAs.dropFirst()) + [executable] + arguments
-        // Run from the temporary folder: the postgres user may not be able to enter ours.
-        let child = try ChildProcess(executable: command, arguments: args, directory: URL(fileURLWithPath: directory))
+        return try ChildProcess(executable: command, arguments: args, directory: URL(fileURLWithPath: directory))
+    }
+
+    /// Runs a PostgreSQL program that does not leave a daemon behind; throws unless it exits 0.
+    private static func run(
+        _ program: String, _ arguments: [String], bin binDirectory: String, runAs: [String], directory: String, timeout: Duration
+    ) throws {
+        let child = try spawn(program, arguments, bin: binDirectory, runAs: runAs, directory: directory)
         defer { child.kill() }
         let status = try child.waitForExit(timeout: timeout)
         child.waitForOutputEnd()
