@@ -96,7 +96,7 @@ final class AdminServer {
             case .disable: state = .disabled
             case .enable: state = .enabled
             }
-            service.setAdminState(server, state)
+            runtime.setAdminState(server, of: service, state)
             return .text(.ok, "\(serviceName)/\(serverName): \(state.rawValue)\n")
         }
     }

@@ -1,14 +1,94 @@
 import SwitchyardCore
 
-/// `GET /metrics`: the Prometheus text exposition of every counter.
+/// Sums of one server's counters over every worker.
+private struct ServerTotals {
+    var connectionsTotal: UInt64 = 0
+    var connectionsActive: UInt64 = 0
+    var bytesFromClients: UInt64 = 0
+    var bytesToClients: UInt64 = 0
+    var healthChecksPassed: UInt64 = 0
+    var healthChecksFailed: UInt64 = 0
+    var ejections: UInt64 = 0
+    var connectFailures = Array(repeating: UInt64(0), count: ConnectFailureReason.allCases.count)
+    var connectDuration = LatencyHistogram(boundsMs: LatencyHistogram.connect)
+
+    init(_ stats: [ServerStats]) {
+        for s in stats {
+            connectionsTotal &+= s.connectionsTotal.value
+            connectionsActive &+= s.connectionsActive.value
+            bytesFromClients &+= s.bytesFromClients.value
+            bytesToClients &+= s.bytesToClients.value
+            healthChecksPassed &+= s.healthChecksPassed.value
+            healthChecksFailed &+= s.healthChecksFailed.value
+            ejections &+= s.ejections.value
+            let failures = s.connectFailures.withLock { $0 }
+            for i in connectFailures.indices { connectFailures[i] &+= failures[i] }
+            let histogram = s.connectDuration.withLock { $0 }
+            connectDuration.merge(histogram)
+        }
+    }
+}
+
+/// Sums of one service's counters over every worker.
+private struct ServiceTotals {
+    var accepted: UInt64 = 0
+    var retries: UInt64 = 0
+    var rejected = Array(repeating: UInt64(0), count: RejectReason.allCases.count)
+    var connectionDuration = LatencyHistogram(boundsMs: LatencyHistogram.connection)
+
+    init(_ stats: [ServiceStats]) {
+        for s in stats {
+            accepted &+= s.accepted.value
+            retries &+= s.retries.value
+            let r = s.rejected.withLock { $0 }
+            for i in rejected.indices { rejected[i] &+= r[i] }
+            let histogram = s.connectionDuration.withLock { $0 }
+            connectionDuration.merge(histogram)
+        }
+    }
+}
+
+/// A consistent-enough picture of every service for one scrape (counters are read without
+/// stopping the workers, as any Prometheus exporter does).
+private struct Picture {
+    struct Server {
+        var descriptor: ServerDescriptor
+        var config: ServerConfig
+        var status: ServerStatus
+        var usable: Bool
+        var totals: ServerTotals
+    }
+    struct Service {
+        var shared: SharedService
+        var config: ServiceConfig
+        var servers: [Server]
+        var totals: ServiceTotals
+    }
+    var services: [Service]
+
+    init(_ runtime: ProxyRuntime, now: UInt64) {
+        services = runtime.services.map { shared in
+            let snapshot = shared.snapshot(now: now)
+            let config = shared.config
+            let servers = snapshot.enumerated().map { index, entry in
+                Server(
+                    descriptor: entry.0, config: config.servers[index], status: entry.1, usable: entry.2,
+                    totals: ServerTotals(shared.stats(for: entry.0)))
+            }
+            return Service(shared: shared, config: config, servers: servers, totals: ServiceTotals(shared.serviceStats))
+        }
+    }
+}
+
+/// `GET /metrics`: the Prometheus text exposition of every counter, summed over workers.
 enum MetricsExporter {
     static func render(_ runtime: ProxyRuntime) -> [UInt8] {
+        let picture = Picture(runtime, now: runtime.loop.now)
         var w = PrometheusWriter()
-        let services = runtime.services
-        func each(_ body: (ServiceRuntime, UpstreamServer, [(String, String)]) -> Void) {
-            for service in services {
+        func each(_ body: (Picture.Service, Picture.Server, [(String, String)]) -> Void) {
+            for service in picture.services {
                 for server in service.servers {
-                    body(service, server, [("service", service.name), ("server", server.name)])
+                    body(service, server, [("service", service.shared.name), ("server", server.descriptor.name)])
                 }
             }
         }
@@ -16,52 +96,52 @@ enum MetricsExporter {
             f.add(labels: [("version", SwitchyardVersion.current)], value: 1)
         }
         w.counter("switchyard_connections_total", help: "Client connections relayed to a server.") { f in
-            each { _, server, labels in f.add(labels: labels, value: server.stats.connectionsTotal) }
+            each { _, server, labels in f.add(labels: labels, value: server.totals.connectionsTotal) }
         }
         w.gauge("switchyard_connections_active", help: "Client connections being relayed to a server now.") { f in
-            each { _, server, labels in f.add(labels: labels, value: server.stats.connectionsActive) }
+            each { _, server, labels in f.add(labels: labels, value: server.totals.connectionsActive) }
         }
         w.counter("switchyard_bytes_received_total", help: "Bytes received from clients.") { f in
-            each { _, server, labels in f.add(labels: labels, value: server.stats.bytesFromClients) }
+            each { _, server, labels in f.add(labels: labels, value: server.totals.bytesFromClients) }
         }
         w.counter("switchyard_bytes_sent_total", help: "Bytes sent to clients.") { f in
-            each { _, server, labels in f.add(labels: labels, value: server.stats.bytesToClients) }
+            each { _, server, labels in f.add(labels: labels, value: server.totals.bytesToClients) }
         }
         w.counter("switchyard_connect_failures_total", help: "Failed upstream connect attempts, by reason.") { f in
             each { _, server, labels in
                 for reason in ConnectFailureReason.allCases {
-                    f.add(labels: labels + [("reason", reason.label)], value: server.stats.connectFailures[reason.rawValue])
+                    f.add(labels: labels + [("reason", reason.label)], value: server.totals.connectFailures[reason.rawValue])
                 }
             }
         }
         w.gauge("switchyard_server_up", help: "1 when the server may take new connections.") { f in
-            each { service, server, labels in f.add(labels: labels, value: service.balancer.isUsable(server.index) ? 1 : 0) }
+            each { _, server, labels in f.add(labels: labels, value: server.usable ? 1 : 0) }
         }
         w.counter("switchyard_server_ejections_total", help: "Passive ejections (circuit breaker opened).") { f in
-            each { _, server, labels in f.add(labels: labels, value: server.stats.ejections) }
+            each { _, server, labels in f.add(labels: labels, value: server.totals.ejections) }
         }
         w.counter("switchyard_health_checks_total", help: "Active health probes, by result.") { f in
             each { _, server, labels in
-                f.add(labels: labels + [("result", "success")], value: server.stats.healthChecksPassed)
-                f.add(labels: labels + [("result", "failure")], value: server.stats.healthChecksFailed)
+                f.add(labels: labels + [("result", "success")], value: server.totals.healthChecksPassed)
+                f.add(labels: labels + [("result", "failure")], value: server.totals.healthChecksFailed)
             }
         }
         w.counter("switchyard_rejected_connections_total", help: "Client connections closed without being relayed, by reason.") { f in
-            for service in services {
+            for service in picture.services {
                 for reason in RejectReason.allCases {
-                    f.add(labels: [("service", service.name), ("reason", reason.label)], value: service.stats.rejected[reason.rawValue])
+                    f.add(labels: [("service", service.shared.name), ("reason", reason.label)], value: service.totals.rejected[reason.rawValue])
                 }
             }
         }
         w.counter("switchyard_retries_total", help: "Connect attempts retried on another server.") { f in
-            for service in services { f.add(labels: [("service", service.name)], value: service.stats.retries) }
+            for service in picture.services { f.add(labels: [("service", service.shared.name)], value: service.totals.retries) }
         }
         w.histogram("switchyard_connect_duration_seconds", help: "Time to connect to a server.") { f in
-            each { _, server, labels in f.add(labels: labels, histogram(server.stats.connectDuration)) }
+            each { _, server, labels in f.add(labels: labels, histogram(server.totals.connectDuration)) }
         }
         w.histogram("switchyard_connection_duration_seconds", help: "Lifetime of client connections.") { f in
-            for service in services {
-                f.add(labels: [("service", service.name)], histogram(service.stats.connectionDuration))
+            for service in picture.services {
+                f.add(labels: [("service", service.shared.name)], histogram(service.totals.connectionDuration))
             }
         }
         w.counter("switchyard_config_reloads_total", help: "Configuration reloads, by result.") { f in
@@ -82,39 +162,41 @@ enum MetricsExporter {
 enum StatusExporter {
     static func render(_ runtime: ProxyRuntime) -> [UInt8] {
         let now = runtime.loop.now
+        let picture = Picture(runtime, now: now)
+        let notReady = runtime.notReadyReason()
         var json = JSONWriter()
         json.object { j in
             j.field("version", SwitchyardVersion.current)
-            j.field("state", runtime.notReadyReason() == nil ? "ready" : "not_ready")
-            if let reason = runtime.notReadyReason() { j.field("reason", reason) }
+            j.field("state", notReady == nil ? "ready" : "not_ready")
+            if let notReady { j.field("reason", notReady) }
+            j.field("workers", runtime.workerCount)
             j.field("uptime_ms", Int(now &- runtime.startedAt))
             j.field("active_connections", runtime.activeConnections)
             j.field("max_connections", runtime.config.global.maxConnections)
             j.array("services") { j in
-                for service in runtime.services {
+                for service in picture.services {
                     j.object { j in
-                        j.field("name", service.name)
+                        j.field("name", service.shared.name)
                         j.field("balance", service.config.balance.rawValue)
                         j.array("listeners") { j in
-                            for l in service.listeners { j.value(l.listener.boundAddress.description) }
+                            for address in runtime.boundAddresses(of: service.shared) { j.value(address.description) }
                         }
-                        j.field("accepted_total", service.stats.accepted)
-                        j.field("retries_total", service.stats.retries)
-                        let statuses = service.health.status(now: now)
+                        j.field("accepted_total", service.totals.accepted)
+                        j.field("retries_total", service.totals.retries)
                         j.array("servers") { j in
                             for server in service.servers {
-                                let status = statuses[server.index]
+                                let status = server.status
                                 j.object { j in
-                                    j.field("name", server.name)
+                                    j.field("name", server.descriptor.name)
                                     j.field("address", server.config.address.description)
                                     j.field("weight", server.config.weight)
                                     j.field("backup", server.config.backup)
                                     j.field("state", status.state.rawValue)
-                                    j.field("usable", service.balancer.isUsable(server.index))
-                                    j.field("active_connections", server.stats.connectionsActive)
-                                    j.field("connections_total", server.stats.connectionsTotal)
-                                    j.field("bytes_received_total", server.stats.bytesFromClients)
-                                    j.field("bytes_sent_total", server.stats.bytesToClients)
+                                    j.field("usable", server.usable)
+                                    j.field("active_connections", server.totals.connectionsActive)
+                                    j.field("connections_total", server.totals.connectionsTotal)
+                                    j.field("bytes_received_total", server.totals.bytesFromClients)
+                                    j.field("bytes_sent_total", server.totals.bytesToClients)
                                     j.field("probe_successes", status.probeSuccesses)
                                     j.field("probe_failures", status.probeFailures)
                                     j.field("connect_failures", status.connectFailures)

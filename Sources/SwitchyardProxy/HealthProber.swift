@@ -6,8 +6,8 @@ import SwitchyardUV
 /// within `check_timeout`. Reports each result to its service. Runs on the loop; shares nothing
 /// with the relay path.
 final class HealthProber: TCPStreamDelegate {
-    private let server: UpstreamServer
-    private unowned let service: ServiceRuntime
+    private let server: ServerDescriptor
+    private unowned let service: HealthControl
     private let probe: HealthProbe
     private let loop: EventLoop
     private let target: SocketAddress
@@ -17,9 +17,12 @@ final class HealthProber: TCPStreamDelegate {
     private var inFlight = false
     private var stopped = false
 
-    init?(server: UpstreamServer, service: ServiceRuntime, probe: HealthProbe, loop: EventLoop) {
+    private let settings: HealthSettings
+
+    init?(server: ServerDescriptor, service: HealthControl, settings: HealthSettings, probe: HealthProbe, loop: EventLoop) {
         guard let address = server.address else { return nil }
-        let port = service.config.health.probePort(serverPort: server.config.address.port)
+        let port = settings.probePort(serverPort: server.configuredAddress.port)
+        self.settings = settings
         guard let target = try? SocketAddress(ip: address.ip, port: port) else { return nil }
         self.server = server
         self.service = service
@@ -45,7 +48,7 @@ final class HealthProber: TCPStreamDelegate {
 
     private func timerFired() {
         if inFlight {
-            finish(.fail(reason: "timeout after \(service.config.health.checkTimeout.wholeMilliseconds)ms"))
+            finish(.fail(reason: "timeout after \(settings.checkTimeout.wholeMilliseconds)ms"))
         } else {
             begin()
         }
@@ -59,7 +62,7 @@ final class HealthProber: TCPStreamDelegate {
             stream.delegate = self
             self.stream = stream
             try stream.connect(to: target)
-            timer?.start(timeout: max(1, service.config.health.checkTimeout.wholeMilliseconds))
+            timer?.start(timeout: max(1, settings.checkTimeout.wholeMilliseconds))
         } catch {
             finish(.fail(reason: error.description))
         }

@@ -1,13 +1,22 @@
+import Dispatch
 import Logging
+import Synchronization
 import SwitchyardCore
 import SwitchyardUV
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// A running Switchyard process: its event loop, services, listeners, sessions, admin endpoint
-/// and signal handlers. Everything runs on the loop thread.
-public final class ProxyRuntime {
+/// A running Switchyard process: its workers (event-loop threads), the services they share, the
+/// admin endpoint and the signal handlers.
+///
+/// Worker 0 runs on the main thread and is the control worker: signals, admin, health probes,
+/// reload and shutdown happen there. Other workers talk to it, and it to them, only through
+/// `EventLoop.execute`. Shared state is the services' scheduling and health state (each behind
+/// its own lock, taken when a connection starts, fails or ends) and a few atomics.
+public final class ProxyRuntime: @unchecked Sendable {
+    // @unchecked Sendable: the properties marked "control" are touched only on worker 0's loop
+    // thread; the others are immutable, atomics, or behind a Mutex.
     public enum StartError: Error, CustomStringConvertible {
         case listen(service: String, address: String, error: String)
         case loop(String)
@@ -24,29 +33,29 @@ public final class ProxyRuntime {
 
     enum Lifecycle { case starting, running, draining, stopped }
 
-    public private(set) var config: SwitchyardConfig
-    let loop: EventLoop
-    var logger: Logger
+    let logger: Logger
+    let workerCount: Int
     /// Reads the configuration file again (with the environment) for a reload.
     private let reloadSource: () throws(ConfigError) -> SwitchyardConfig
-    private(set) var services: [ServiceRuntime] = []
-    private(set) var sessions: [UInt64: ProxySession] = [:]
-    private var nextSessionID: UInt64 = 0
+
+    // control
+    public private(set) var config: SwitchyardConfig
+    private(set) var workers: [Worker] = []
+    private(set) var services: [SharedService] = []
+    private var healthControls: [String: HealthControl] = [:]
     private var signals: [UVSignal] = []
     private(set) var lifecycle = Lifecycle.starting
     private var drainTimer: UVTimer?
-    /// Listeners with a connection waiting while starting (accepted once started).
-    private var pendingAccepts: [ServiceListener] = []
-    private var rejectedSinceLog = 0
-    private var lastRejectLog: UInt64 = 0
-    let startedAt: UInt64
+    private var drainedWorkers = Set<Int>()
     private(set) var reloadsSucceeded: UInt64 = 0
     private(set) var reloadsFailed: UInt64 = 0
-    private(set) var lastReloadError: String?
     var admin: AdminServer?
+    private(set) var startedAt: UInt64 = 0
 
-    /// Client connections open now (sessions not yet fully closed).
-    public var activeConnections: Int { sessions.count }
+    // shared
+    private let openConnections = Atomic<Int>(0)
+    private let maxConnections: Atomic<Int>
+    private let rejectLog = Mutex<(count: Int, last: UInt64)>((0, 0))
 
     public init(
         config: SwitchyardConfig, logger: Logger,
@@ -55,15 +64,20 @@ public final class ProxyRuntime {
         self.config = config
         self.logger = logger
         self.reloadSource = reload
-        do {
-            self.loop = try EventLoop()
-        } catch {
-            throw StartError.loop(error.description)
-        }
-        self.startedAt = loop.now
+        self.maxConnections = Atomic(config.global.maxConnections)
+        let cpus = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        self.workerCount = max(1, config.global.workers ?? max(1, cpus))
     }
 
-    /// Binds every listener, installs signal handlers and runs the loop until stopped.
+    var control: Worker { workers[0] }
+    var loop: EventLoop { workers[0].loop }
+
+    /// Client connections open now, over every worker.
+    public var activeConnections: Int { openConnections.load(ordering: .relaxed) }
+
+    // MARK: Start
+
+    /// Binds every listener on every worker, installs signal handlers and runs until stopped.
     /// Returns the process exit status.
     public func run() throws -> Int32 {
         // A write to a socket whose peer is gone must fail with EPIPE, not kill the process.
@@ -73,44 +87,136 @@ public final class ProxyRuntime {
         var none = sigset_t()
         sigemptyset(&none)
         pthread_sigmask(SIG_SETMASK, &none, nil)
-        if let workers = config.global.workers, workers != 1 {
-            logger.warning("workers=\(workers) requested; this build runs one event loop")
-        } else if config.global.workers == nil {
-            logger.warning("workers=auto requested; this build runs one event loop")
-        }
+
+        let control: Worker
         do {
-            for serviceConfig in config.services {
-                let service = makeService(serviceConfig)
-                services.append(service)
-                service.listeners = try serviceConfig.listen.map { address throws in
-                    try bind(address, for: service)
+            control = try Worker(id: 0, runtime: self, logger: logger)
+        } catch {
+            throw StartError.loop(error.description)
+        }
+        workers = [control]
+        startedAt = control.loop.now
+        services = config.services.map { SharedService(config: $0, now: control.loop.now, workers: workerCount) }
+
+        // Worker 0 resolves and binds; the others bind what it got (port 0 = the same port).
+        let plan: [(SharedService, [ListenPlan])]
+        do {
+            plan = try zip(services, config.services).map { shared, serviceConfig in
+                var seen: [String: Int] = [:]
+                return (shared, try serviceConfig.listen.map { address in
+                    let text = address.description
+                    let occurrence = seen[text, default: 0]
+                    seen[text] = occurrence + 1
+                    let key = ListenerKey(service: shared.name, address: text, occurrence: occurrence)
+                    return ListenPlan(key: key, address: address, resolved: try resolveListen(address, service: shared.name), reuse: nil)
+                })
+            }
+            let bound = try bindOrThrow(control, plan)
+            let boundPlan = zip(plan, bound).map { entry, addresses in
+                (entry.0, zip(entry.1, addresses).map { item, boundAddress in
+                    var item = item
+                    item.resolved = boundAddress
+                    return item
+                })
+            }
+            for (entry, addresses) in zip(boundPlan, bound) {
+                for address in addresses {
+                    logger.info("listening", metadata: ["service": "\(entry.0.name)", "address": "\(address)"])
                 }
             }
+            try startOtherWorkers(boundPlan)
             if let address = config.global.admin {
                 admin = try AdminServer(runtime: self, address: address)
             }
-            for service in services {
-                service.onFirstProbeRound = { [unowned self] in self.openIfStarted() }
-                try service.startHealthChecks()
+            for shared in services {
+                let health = HealthControl(shared: shared, runtime: self, loop: control.loop)
+                healthControls[shared.name] = health
+                health.onFirstProbeRound = { [unowned self] in self.openIfStarted() }
+                try health.start()
+            }
+            for signum in [SIGINT, SIGTERM, SIGHUP] {
+                signals.append(try UVSignal(loop: control.loop, signal: signum) { [unowned self] signum in
+                    self.handleSignal(signum)
+                })
             }
         } catch {
-            closeEverything()
-            loop.run()
-            loop.finish()
+            abortStart()
             throw error
         }
-        for signum in [SIGINT, SIGTERM, SIGHUP] {
-            signals.append(try UVSignal(loop: loop, signal: signum) { [unowned self] signum in
-                self.handleSignal(signum)
-            })
-        }
         openIfStarted()
-        loop.run()
-        if !loop.finish() {
+        control.loop.run()
+        for worker in workers.dropFirst() { worker.joinThread() }
+        if !control.loop.finish() {
             logger.error("event loop closed with handles still open")
         }
         logger.info("stopped")
         return 0
+    }
+
+    private func resolveListen(_ address: HostPort, service: String) throws -> SocketAddress {
+        do {
+            guard let first = try SocketAddress.resolve(host: address.host, port: address.port).first else {
+                throw StartError.listen(service: service, address: address.description, error: "no address")
+            }
+            return first
+        } catch let error as UVError {
+            throw StartError.listen(service: service, address: address.description, error: error.description)
+        }
+    }
+
+    private func bindOrThrow(_ worker: Worker, _ plan: [(SharedService, [ListenPlan])]) throws -> [[SocketAddress]] {
+        do {
+            return try worker.install(plan)
+        } catch {
+            // Name the address that failed: try them one by one for the message.
+            for (shared, entries) in plan {
+                for entry in entries {
+                    do {
+                        let probe = try TCPListener(loop: worker.loop, address: entry.resolved, reusePort: worker.reusePort) { _ in }
+                        probe.close()
+                    } catch let bindError {
+                        throw StartError.listen(service: shared.name, address: entry.address.description, error: bindError.description)
+                    }
+                }
+            }
+            throw StartError.listen(service: "-", address: "-", error: error.description)
+        }
+    }
+
+    /// Workers 1..N-1: each creates its loop and listeners on its own thread, reports, then runs.
+    private func startOtherWorkers(_ plan: [(SharedService, [ListenPlan])]) throws {
+        guard workerCount > 1 else { return }
+        let board = StartBoard()
+        for id in 1..<workerCount {
+            WorkerStarter(id: id, runtime: self, logger: logger, plan: plan, board: board).launch()
+        }
+        for _ in 1..<workerCount { board.ready.wait() }
+        let outcome = board.results.withLock { $0 }
+        var failure: StartError?
+        for id in 1..<workerCount {
+            switch outcome[id] {
+            case .success(let worker): workers.append(worker)
+            case .failure(let error): failure = failure ?? error
+            case nil: failure = failure ?? .loop("worker \(id) did not start")
+            }
+        }
+        if let failure { throw failure }
+    }
+
+    private func abortStart() {
+        for worker in workers.dropFirst() {
+            worker.loop.execute { worker.stop() }
+        }
+        for worker in workers.dropFirst() { worker.joinThread() }
+        for health in healthControls.values { health.stop() }
+        admin?.close()
+        admin = nil
+        for s in signals { s.close() }
+        signals.removeAll()
+        control.closeAllListeners()
+        control.loop.closeInbox()
+        control.loop.run()
+        control.loop.finish()
     }
 
     /// Starts accepting once every service has heard back from its first probe round, so that the
@@ -118,120 +224,87 @@ public final class ProxyRuntime {
     /// bound and connections wait in the kernel's backlog: a client sees a slower connect, never a
     /// refusal. Each probe answers within `check_timeout`.
     private func openIfStarted() {
-        guard lifecycle == .starting, services.allSatisfy(\.firstProbeRoundDone) else { return }
+        guard lifecycle == .starting, healthControls.values.allSatisfy(\.firstProbeRoundDone) else { return }
         lifecycle = .running
         logger.info(
             "started",
-            metadata: ["services": "\(services.count)", "pid": "\(getpid())", "version": "\(SwitchyardVersion.current)"])
-        let waiting = pendingAccepts
-        pendingAccepts.removeAll()
-        for binding in waiting { accept(on: binding) }
+            metadata: [
+                "services": "\(services.count)", "workers": "\(workerCount)", "pid": "\(getpid())",
+                "version": "\(SwitchyardVersion.current)",
+            ])
+        broadcast { $0.startAccepting() }
     }
 
-    private func makeService(_ serviceConfig: ServiceConfig) -> ServiceRuntime {
-        let service = ServiceRuntime(config: serviceConfig, loop: loop, logger: logger)
-        service.onServerDown = { [unowned self] service, server in
-            self.closeConnections(of: service, to: server, reason: "server_down")
-        }
-        return service
-    }
-
-    /// Opens a listener on `address` feeding `service` (the binding can be handed to another
-    /// service object by a reload).
-    private func bind(_ address: HostPort, for service: ServiceRuntime, named name: String? = nil) throws -> ServiceListener {
-        let serviceName = name ?? service.name
-        let resolved: SocketAddress
-        do {
-            guard let first = try SocketAddress.resolve(host: address.host, port: address.port).first else {
-                throw StartError.listen(service: serviceName, address: address.description, error: "no address")
-            }
-            resolved = first
-        } catch let error as UVError {
-            throw StartError.listen(service: serviceName, address: address.description, error: error.description)
-        }
-        var binding: ServiceListener?
-        do {
-            let listener = try TCPListener(loop: loop, address: resolved) { [unowned self] _ in
-                guard let binding else { return }
-                self.accept(on: binding)
-            }
-            listener.onError = { [unowned self] _, error in
-                self.logger.error("accept failed", metadata: ["service": "\(binding?.service.name ?? "")", "error": "\(error)"])
-            }
-            binding = ServiceListener(listener: listener, service: service, address: address)
-            logger.info(
-                "listening",
-                metadata: [
-                    "service": "\(serviceName)",
-                    "address": "\(listener.boundAddress)",
-                ])
-            return binding!
-        } catch {
-            throw StartError.listen(service: serviceName, address: address.description, error: error.description)
+    /// Runs `body` on every worker's loop (at once for the control worker).
+    private func broadcast(_ body: @escaping @Sendable (Worker) -> Void) {
+        for worker in workers {
+            if worker.id == 0 { body(worker) } else { worker.loop.execute { body(worker) } }
         }
     }
 
-    private func accept(on binding: ServiceListener) {
-        if lifecycle == .starting {
-            // Leave it in libuv's hands: the listener pauses until we call accept.
-            if !pendingAccepts.contains(where: { $0 === binding }) { pendingAccepts.append(binding) }
-            return
+    // MARK: Connections (any worker)
+
+    /// Counts a new client connection against `max_connections`; false when over the cap.
+    func admitConnection() -> Bool {
+        let open = openConnections.wrappingAdd(1, ordering: .relaxed).newValue
+        if open > maxConnections.load(ordering: .relaxed) {
+            openConnections.wrappingSubtract(1, ordering: .relaxed)
+            return false
         }
-        let service = binding.service
-        let client: TCPStream
-        do {
-            client = try binding.listener.accept()
-        } catch {
-            logger.error("accept failed", metadata: ["service": "\(service.name)", "error": "\(error)"])
-            return
-        }
-        service.stats.accepted &+= 1
-        if lifecycle != .running {
-            client.close()
-            service.stats.rejected[RejectReason.draining.rawValue] &+= 1
-            return
-        }
-        if sessions.count >= config.global.maxConnections {
-            client.close()
-            service.stats.rejected[RejectReason.maxConnections.rawValue] &+= 1
-            noteRejected()
-            return
-        }
-        nextSessionID &+= 1
-        let session = ProxySession(id: nextSessionID, client: client, service: service, runtime: self)
-        sessions[session.id] = session
-        session.start()
+        return true
+    }
+
+    func connectionClosed() {
+        openConnections.wrappingSubtract(1, ordering: .relaxed)
     }
 
     /// Rejections at the connection cap are logged at most once a second, with a count.
-    private func noteRejected() {
-        rejectedSinceLog += 1
-        let now = loop.now
-        if lastRejectLog == 0 || now &- lastRejectLog >= 1000 {
+    func noteRejected(at now: UInt64) {
+        let report: Int? = rejectLog.withLock { state in
+            state.count += 1
+            guard state.last == 0 || now &- state.last >= 1000 else { return nil }
+            let count = state.count
+            state = (0, now)
+            return count
+        }
+        if let report {
             logger.warning(
                 "max_connections reached; new connections closed",
-                metadata: ["max_connections": "\(config.global.maxConnections)", "rejected": "\(rejectedSinceLog)"])
-            rejectedSinceLog = 0
-            lastRejectLog = now
+                metadata: ["max_connections": "\(maxConnections.load(ordering: .relaxed))", "rejected": "\(report)"])
         }
     }
 
-    func sessionEnded(_ session: ProxySession) {
-        sessions[session.id] = nil
-        session.logClosed(session.service.logger)
-        if lifecycle == .draining && sessions.isEmpty {
-            logger.notice("drained: every connection finished")
-            finishShutdown()
+    /// A health change (from any worker): log it once; the control worker re-arms timers and, for
+    /// `on_down = close`, every worker closes that server's connections.
+    func handle(_ notice: HealthNotice, of shared: SharedService) {
+        logger.notice(
+            "\(notice.event.description)",
+            metadata: ["service": "\(shared.name)", "server": "\(notice.server.name)", "state": "\(notice.event.transition.name)"])
+        let server = notice.server
+        let close = notice.closeConnections
+        let ejected: Bool
+        if case .ejected = notice.event.transition { ejected = true } else { ejected = false }
+        let control = self.control
+        control.loop.execute { [self] in
+            if ejected { controlStats(of: shared, server).ejections.add(1) }
+            healthControls[shared.name]?.deadlineChanged()
+            if close {
+                broadcast { $0.closeConnections(to: server, reason: "server_down") }
+            }
         }
     }
 
-    /// Ends the established connections of `service` to `server` (on_down = close, disable).
-    func closeConnections(of service: ServiceRuntime, to server: UpstreamServer, reason: String) {
-        let doomed = sessions.values.filter { $0.service === service && $0.server === server }
-        for session in doomed { session.finish(reason, reset: true) }
+    /// A half-open trial started somewhere: its deadline goes into the control worker's timer.
+    func healthDeadlineChanged(_ shared: SharedService) {
+        control.loop.execute { [self] in healthControls[shared.name]?.deadlineChanged() }
     }
 
-    // MARK: Signals: reload, drain, stop
+    /// Worker 0's counters, written only on the control thread (probes, ejections).
+    func controlStats(of shared: SharedService, _ server: ServerDescriptor) -> ServerStats {
+        shared.stats(for: server)[0]
+    }
+
+    // MARK: Signals: reload, drain, stop (control)
 
     private func handleSignal(_ signum: Int32) {
         switch signum {
@@ -253,115 +326,154 @@ public final class ProxyRuntime {
     private func beginDrain(signal name: String) {
         guard lifecycle == .running || lifecycle == .starting else { return }
         lifecycle = .draining
-        for service in services {
-            service.closeListeners()
-            service.stopHealthChecks()
-        }
+        for health in healthControls.values { health.stop() }
         let timeout = config.global.drainTimeout.wholeMilliseconds
         logger.notice(
             "draining",
-            metadata: ["signal": "\(name)", "connections": "\(sessions.count)", "drain_timeout_ms": "\(timeout)"])
-        if sessions.isEmpty || timeout == 0 {
+            metadata: ["signal": "\(name)", "connections": "\(activeConnections)", "drain_timeout_ms": "\(timeout)"])
+        if timeout == 0 {
             finishShutdown()
             return
         }
-        drainTimer = try? UVTimer(loop: loop) { [unowned self] in
-            self.logger.notice("drain_timeout reached: closing remaining connections", metadata: ["connections": "\(self.sessions.count)"])
+        drainTimer = try? UVTimer(loop: control.loop) { [unowned self] in
+            self.logger.notice(
+                "drain_timeout reached: closing remaining connections", metadata: ["connections": "\(self.activeConnections)"])
             self.finishShutdown()
         }
         drainTimer?.start(timeout: timeout)
+        broadcast { $0.beginDrain() }
     }
 
-    /// Closes every remaining connection and handle so that the loop runs out and returns.
+    /// A worker has no connection left while draining (from any worker).
+    func workerDrained(_ id: Int) {
+        let body: @Sendable () -> Void = { [self] in
+            guard lifecycle == .draining else { return }
+            drainedWorkers.insert(id)
+            if drainedWorkers.count == workerCount {
+                logger.notice("drained: every connection finished")
+                finishShutdown()
+            }
+        }
+        if id == 0 { body() } else { control.loop.execute(body) }
+    }
+
+    /// Closes every remaining connection and handle on every worker, so that the loops return.
     private func finishShutdown() {
         guard lifecycle != .stopped else { return }
         lifecycle = .stopped
-        for session in Array(sessions.values) { session.finish("shutdown") }
-        closeEverything()
-    }
-
-    private func closeEverything() {
-        for service in services {
-            service.closeListeners()
-            service.stopHealthChecks()
-        }
+        broadcast { $0.stop() }
+        for health in healthControls.values { health.stop() }
         drainTimer?.close()
         drainTimer = nil
         admin?.close()
         admin = nil
         for s in signals { s.close() }
         signals.removeAll()
-        loop.closeInbox()
+        control.loop.closeInbox()
     }
 
-    // MARK: Reload
+    // MARK: Reload (control)
 
-    /// Re-reads the configuration and applies it in place. An invalid file (or a listener that
-    /// cannot be bound) changes nothing. Returns nil on success, else the error.
+    /// Re-reads the configuration and applies it in place on every worker. An invalid file, or a
+    /// new listener that cannot be bound, changes nothing. Returns nil on success, else the error.
     @discardableResult
     func reload(trigger: String) -> String? {
-        guard lifecycle == .running else { return "not running" }
+        guard lifecycle == .running else { return reloadFailed("not running (\(lifecycle))", trigger: trigger) }
         let newConfig: SwitchyardConfig
         do {
             newConfig = try reloadSource()
         } catch {
             return reloadFailed(error.description, trigger: trigger)
         }
-        // Bind what is new first: if that fails nothing has changed yet.
-        var open: [String: ServiceListener] = [:]  // by address text, from every current service
-        for service in services {
-            for l in service.listeners { open[l.address.description] = l }
+        if (newConfig.global.workers ?? workerCount) != workerCount && newConfig.global.workers != nil {
+            logger.warning("reload: a change of workers takes effect at the next start")
         }
-        var fresh: [ServiceListener] = []
-        var plan: [(ServiceConfig, [ServiceListener])] = []
+        // Listeners already open keep their socket: the same service's first, then (for a fixed
+        // port) any service's. New addresses are bound on the control worker first, so that a
+        // failure changes nothing.
+        var open: [ListenerKey: SocketAddress] = [:]
+        for service in control.services.values {
+            for l in service.listeners { open[l.key] = l.listener.boundAddress }
+        }
+        var prebound: [ListenerKey: ServiceListener] = [:]
+        var resolvedPlan: [(ServiceConfig, [ListenPlan])] = []
         do {
             for serviceConfig in newConfig.services {
-                var listeners: [ServiceListener] = []
+                var entries: [ListenPlan] = []
+                var seen: [String: Int] = [:]
                 for address in serviceConfig.listen {
-                    if let existing = open[address.description] {
-                        listeners.append(existing)
-                        open[address.description] = nil
-                    } else {
-                        let placeholder = services.first { $0.name == serviceConfig.name } ?? services.first!
-                        let l = try bind(address, for: placeholder, named: serviceConfig.name)
-                        fresh.append(l)
-                        listeners.append(l)
+                    let text = address.description
+                    let occurrence = seen[text, default: 0]
+                    seen[text] = occurrence + 1
+                    let key = ListenerKey(service: serviceConfig.name, address: text, occurrence: occurrence)
+                    var reuse: ListenerKey? = open[key] != nil ? key : nil
+                    if reuse == nil && address.port != 0 {
+                        reuse = open.keys.first { $0.address == text }
                     }
+                    if let reuse, let bound = open.removeValue(forKey: reuse) {
+                        entries.append(ListenPlan(key: key, address: address, resolved: bound, reuse: reuse))
+                        continue
+                    }
+                    let resolved = try resolveListen(address, service: serviceConfig.name)
+                    let l: ServiceListener
+                    do {
+                        l = try control.bind(key, resolved: resolved, for: nil)
+                    } catch {
+                        throw StartError.listen(service: serviceConfig.name, address: text, error: error.description)
+                    }
+                    prebound[key] = l
+                    entries.append(ListenPlan(key: key, address: address, resolved: l.listener.boundAddress, reuse: nil))
+                    logger.info("listening", metadata: ["service": "\(serviceConfig.name)", "address": "\(l.listener.boundAddress)"])
                 }
-                plan.append((serviceConfig, listeners))
+                resolvedPlan.append((serviceConfig, entries))
             }
         } catch {
-            for l in fresh { l.listener.close() }
+            for l in prebound.values { l.listener.close() }
             return reloadFailed("\(error)", trigger: trigger)
         }
-        // Listeners no service claims any more: close them.
-        for l in open.values { l.listener.close() }
-        var byName: [String: ServiceRuntime] = [:]
+        // Apply: shared state first, then every worker's listeners and services.
+        var byName: [String: SharedService] = [:]
         for service in services { byName[service.name] = service }
-        var next: [ServiceRuntime] = []
-        do {
-            for (serviceConfig, listeners) in plan {
-                if let service = byName.removeValue(forKey: serviceConfig.name) {
-                    try service.update(to: serviceConfig, listeners: listeners)
-                    next.append(service)
-                } else {
-                    let service = makeService(serviceConfig)
-                    for l in listeners { l.service = service }
-                    service.listeners = listeners
-                    try service.startHealthChecks()
-                    next.append(service)
-                    logger.notice("service added", metadata: ["service": "\(service.name)"])
+        var next: [SharedService] = []
+        var plan: [(SharedService, [ListenPlan])] = []
+        let now = control.loop.now
+        for (serviceConfig, addresses) in resolvedPlan {
+            let shared: SharedService
+            if let existing = byName.removeValue(forKey: serviceConfig.name) {
+                shared = existing
+                healthControls[shared.name]?.stop()
+                for removed in shared.update(to: serviceConfig, now: now) {
+                    logger.notice("server removed; its connections finish", metadata: ["service": "\(shared.name)", "server": "\(removed.name)"])
                 }
+            } else {
+                shared = SharedService(config: serviceConfig, now: now, workers: workerCount)
+                logger.notice("service added", metadata: ["service": "\(shared.name)"])
             }
-        } catch {
-            logger.error("reload: cannot start health checks", metadata: ["error": "\(error)"])
+            next.append(shared)
+            plan.append((shared, addresses))
         }
         for removed in byName.values {
-            removed.listeners.removeAll()  // already closed or handed over above
-            removed.stopHealthChecks()
+            healthControls[removed.name]?.stop()
+            healthControls[removed.name] = nil
             logger.notice("service removed; its connections finish", metadata: ["service": "\(removed.name)"])
         }
         services = next
+        let finalPlan = plan
+        let handover = prebound
+        control.apply(finalPlan, prebound: handover)
+        for worker in workers.dropFirst() {
+            worker.loop.execute { worker.apply(finalPlan) }
+        }
+        for shared in services {
+            let health = HealthControl(shared: shared, runtime: self, loop: control.loop)
+            healthControls[shared.name] = health
+            do {
+                try health.start()
+            } catch {
+                logger.error("reload: cannot start health checks", metadata: ["service": "\(shared.name)", "error": "\(error)"])
+            }
+        }
+        maxConnections.store(newConfig.global.maxConnections, ordering: .relaxed)
         let oldAdmin = config.global.admin
         config = newConfig
         if oldAdmin != newConfig.global.admin {
@@ -376,19 +488,17 @@ public final class ProxyRuntime {
             }
         }
         reloadsSucceeded &+= 1
-        lastReloadError = nil
         logger.notice("configuration reloaded", metadata: ["trigger": "\(trigger)", "services": "\(services.count)"])
         return nil
     }
 
     private func reloadFailed(_ message: String, trigger: String) -> String {
         reloadsFailed &+= 1
-        lastReloadError = message
         logger.error("reload failed; keeping the running configuration", metadata: ["trigger": "\(trigger)", "error": "\(message)"])
         return message
     }
 
-    // MARK: Readiness
+    // MARK: Admin (control)
 
     /// Nil when ready (every listener bound, every service has a usable server), else why not.
     func notReadyReason() -> String? {
@@ -397,15 +507,92 @@ public final class ProxyRuntime {
         case .draining, .stopped: return "draining"
         case .running: break
         }
-        for service in services {
-            if service.listeners.count != service.config.listen.count {
-                return "service \(service.name): not every listener is bound"
+        for shared in services {
+            let listening = control.services[shared.name]?.listeners.count ?? 0
+            if listening != shared.config.listen.count {
+                return "service \(shared.name): not every listener is bound"
             }
-            if !service.servers.indices.contains(where: { service.balancer.isUsable($0) }) {
-                return "service \(service.name): no usable server"
+            if !shared.hasUsableServer {
+                return "service \(shared.name): no usable server"
             }
         }
         return nil
+    }
+
+    /// drain / disable / enable from the admin endpoint.
+    func setAdminState(_ server: ServerDescriptor, of shared: SharedService, _ state: AdminState) {
+        let notice = shared.setAdminState(server, state, now: control.loop.now)
+        if let notice {
+            handle(notice, of: shared)
+        } else if state == .disabled && shared.config.health.onDown == .close {
+            broadcast { $0.closeConnections(to: server, reason: "server_disabled") }
+        }
+    }
+
+    /// Listener addresses of a service as bound (control worker's sockets).
+    func boundAddresses(of shared: SharedService) -> [SocketAddress] {
+        control.services[shared.name]?.listeners.map(\.listener.boundAddress) ?? []
+    }
+}
+
+/// Where starting workers report back to the main thread.
+private final class StartBoard: Sendable {
+    let results = Mutex<[Int: Result<Worker, ProxyRuntime.StartError>]>([:])
+    let ready = DispatchSemaphore(value: 0)
+}
+
+/// Starts one non-control worker on its own thread: creates its loop and listeners there,
+/// reports the outcome, then runs the loop until the worker is stopped.
+private final class WorkerStarter: @unchecked Sendable {
+    // @unchecked Sendable: handed to the new thread once; the runtime is only used through its
+    // thread-safe parts until the worker is published through `results`.
+    let id: Int
+    unowned let runtime: ProxyRuntime
+    let logger: Logger
+    let plan: [(SharedService, [ListenPlan])]
+    let board: StartBoard
+    var ready: DispatchSemaphore { board.ready }
+
+    init(id: Int, runtime: ProxyRuntime, logger: Logger, plan: [(SharedService, [ListenPlan])], board: StartBoard) {
+        self.id = id
+        self.runtime = runtime
+        self.logger = logger
+        self.plan = plan
+        self.board = board
+    }
+
+    func launch() {
+        var thread = pthread_t()
+        let box = Unmanaged.passRetained(self).toOpaque()
+        let rc = pthread_create(&thread, nil, { arg in
+            let me = Unmanaged<WorkerStarter>.fromOpaque(arg!).takeRetainedValue()
+            me.body()
+            return nil
+        }, box)
+        if rc != 0 {
+            Unmanaged<WorkerStarter>.fromOpaque(box).release()
+            board.results.withLock { $0[id] = .failure(.loop("cannot create thread \(id): \(rc)")) }
+            ready.signal()
+        } else {
+            pthread_detach(thread)
+        }
+    }
+
+    private func body() {
+        let worker: Worker
+        do {
+            worker = try Worker(id: id, runtime: runtime, logger: logger)
+            _ = try worker.install(plan)
+        } catch {
+            board.results.withLock { $0[id] = .failure(.loop("worker \(id): \(error)")) }
+            ready.signal()
+            return
+        }
+        board.results.withLock { $0[id] = .success(worker) }
+        ready.signal()
+        worker.loop.run()
+        _ = worker.loop.finish()
+        worker.threadFinished()
     }
 }
 

@@ -15,14 +15,14 @@ final class ProxySession: TCPStreamDelegate {
     static let upstreamTag: UInt8 = 1
 
     let id: UInt64
-    let service: ServiceRuntime
-    unowned let runtime: ProxyRuntime
+    let service: WorkerService
+    unowned let worker: Worker
     let client: TCPStream
     private(set) var upstream: TCPStream?
     private var timer: UVTimer?
     private(set) var phase = Phase.connecting
     /// The server of the current connect attempt, then of the relayed connection.
-    private(set) var server: UpstreamServer?
+    private(set) var server: ServerDescriptor?
     private var clientKey = ClientKey.none
     private var tried = ServerSet()
     private var attempts = 0
@@ -43,13 +43,20 @@ final class ProxySession: TCPStreamDelegate {
     private var upstreamShutDown = false
     private var openStreams = 1
     private var endReason = "closed"
+    private let connectTimeoutMs: UInt64
+    private let idleTimeoutMs: UInt64
+    private let maxAttempts: Int
     private var endError: String?
 
-    init(id: UInt64, client: TCPStream, service: ServiceRuntime, runtime: ProxyRuntime) {
+    init(id: UInt64, client: TCPStream, service: WorkerService, worker: Worker) {
         self.id = id
         self.client = client
         self.service = service
-        self.runtime = runtime
+        self.worker = worker
+        let config = service.shared.config
+        self.connectTimeoutMs = max(1, config.connectTimeout.wholeMilliseconds)
+        self.idleTimeoutMs = config.idleTimeout.wholeMilliseconds
+        self.maxAttempts = 1 + config.health.retries
         self.clientAddress = client.peerAddress()
         self.startedAt = client.loop.now
         self.lastActivity = startedAt
@@ -77,22 +84,24 @@ final class ProxySession: TCPStreamDelegate {
     /// `1 + retries` attempts. No byte has been relayed yet, so the client only sees a slower connect.
     private func connectNext() {
         guard phase == .connecting else { return }
-        let picked = service.acquire(client: clientKey, excluding: tried)
+        let picked = service.shared.acquire(client: clientKey, excluding: tried, now: client.loop.now)
         if picked == nil && !tried.isEmpty {
             // Every candidate was tried: back off, then try them all again.
-            let delay = service.retryDelay(attempt: attempts)
+            let delay = service.shared.retryDelay(attempt: attempts)
             phase = .backingOff
             timer?.start(timeout: delay)
             return
         }
-        guard let (chosen, trial) = picked else {
+        guard let (chosen, index, trial) = picked else {
             finish("no_server", error: "no usable server")
             return
         }
+        // A trial sets a deadline (a lost trial is forgotten): the control worker's timer must know.
+        if trial { worker.runtime.healthDeadlineChanged(service.shared) }
         self.server = chosen
         attemptIsTrial = trial
         attempts += 1
-        tried.insert(chosen.index)
+        tried.insert(index)
         guard let address = chosen.address else {
             connectFailed(error: nil, reason: chosen.resolveError ?? "unresolved address", timeout: false)
             return
@@ -105,7 +114,7 @@ final class ProxySession: TCPStreamDelegate {
             openStreams += 1
             connectStartedAt = client.loop.now
             try upstream.connect(to: address)
-            timer?.start(timeout: service.connectTimeoutMs)
+            timer?.start(timeout: connectTimeoutMs)
         } catch {
             connectFailed(error: error, reason: error.description, timeout: false)
         }
@@ -115,15 +124,19 @@ final class ProxySession: TCPStreamDelegate {
     private func connectFailed(error: UVError?, reason: String, timeout: Bool) {
         guard let failed = server else { return }
         server = nil
-        service.connectFailed(failed, error: error, reason: reason, timeout: timeout)
-        service.release(failed)
+        let stats = service.stats(for: failed)
+        stats.connectFailures.withLock { $0[ConnectFailureReason(error, timeout: timeout).rawValue] &+= 1 }
+        service.logger.debug("connect failed", metadata: ["server": "\(failed.name)", "error": "\(reason)"])
+        let notice = service.shared.connectFailed(failed, reason: timeout ? "timeout" : reason, now: client.loop.now)
+        service.shared.release(failed)
+        if let notice { worker.runtime.handle(notice, of: service.shared) }
         if let upstream {
             upstream.delegate = self  // still counted until its close callback
             upstream.close()
             self.upstream = nil
         }
-        if attempts < service.maxAttempts {
-            service.noteRetry()
+        if attempts < maxAttempts {
+            service.stats.retries.add(1)
             connectNext()
         } else {
             finish(timeout ? "connect_timeout" : "connect_failed", error: reason)
@@ -135,13 +148,13 @@ final class ProxySession: TCPStreamDelegate {
     private func timerFired() {
         switch phase {
         case .connecting:
-            connectFailed(error: nil, reason: "timeout after \(service.connectTimeoutMs)ms", timeout: true)
+            connectFailed(error: nil, reason: "timeout after \(connectTimeoutMs)ms", timeout: true)
         case .backingOff:
             phase = .connecting
             tried = ServerSet()
             connectNext()
         case .relaying:
-            let idle = service.idleTimeoutMs
+            let idle = idleTimeoutMs
             let now = client.loop.now
             let quiet = now &- lastActivity
             if quiet >= idle {
@@ -163,8 +176,15 @@ final class ProxySession: TCPStreamDelegate {
             return
         }
         phase = .relaying
-        serverStats = server.stats
-        service.connectSucceeded(server, after: client.loop.now &- connectStartedAt)
+        let stats = service.stats(for: server)
+        serverStats = stats
+        stats.connectionsTotal.add(1)
+        stats.connectionsActive.add(1)
+        let now = client.loop.now
+        stats.connectDuration.withLock { $0.observe(ms: now &- connectStartedAt) }
+        if let notice = service.shared.connectSucceeded(server, now: now) {
+            worker.runtime.handle(notice, of: service.shared)
+        }
         do {
             try client.setNoDelay(true)
             try upstream.setNoDelay(true)
@@ -176,8 +196,8 @@ final class ProxySession: TCPStreamDelegate {
             finish("error", error: error.description)
             return
         }
-        if service.idleTimeoutMs > 0 {
-            timer?.start(timeout: service.idleTimeoutMs)
+        if idleTimeoutMs > 0 {
+            timer?.start(timeout: idleTimeoutMs)
         } else {
             timer?.stop()
         }
@@ -192,11 +212,11 @@ final class ProxySession: TCPStreamDelegate {
         let target: TCPStream
         if stream.tag == Self.clientTag {
             bytesIn &+= UInt64(count)
-            serverStats?.bytesFromClients &+= UInt64(count)
+            serverStats?.bytesFromClients.add(UInt64(count))
             target = upstream
         } else {
             bytesOut &+= UInt64(count)
-            serverStats?.bytesToClients &+= UInt64(count)
+            serverStats?.bytesToClients.add(UInt64(count))
             target = client
         }
         if let error = target.write(buffer: buffer, count: count) {
@@ -257,7 +277,7 @@ final class ProxySession: TCPStreamDelegate {
     func streamDidClose(_ stream: TCPStream) {
         openStreams -= 1
         if openStreams == 0 && phase == .finished {
-            runtime.sessionEnded(self)
+            worker.sessionEnded(self)
         }
     }
 
@@ -274,20 +294,19 @@ final class ProxySession: TCPStreamDelegate {
     func finish(_ reason: String, error: String? = nil, reset: Bool = false) {
         guard phase != .finished else { return }
         let wasConnecting = phase == .connecting
-        let wasRelaying = phase == .relaying || serverStats != nil
         phase = .finished
-        service.connectionEnded(server, relayed: wasRelaying, milliseconds: client.loop.now &- startedAt)
-        if reason == "no_server" { service.stats.rejected[RejectReason.noServer.rawValue] &+= 1 }
-        if reason == "connect_failed" || reason == "connect_timeout" {
-            service.stats.rejected[RejectReason.connectFailed.rawValue] &+= 1
-        }
+        serverStats?.connectionsActive.subtract(1)
+        let lifetime = client.loop.now &- startedAt
+        service.stats.connectionDuration.withLock { $0.observe(ms: lifetime) }
+        if reason == "no_server" { service.stats.reject(.noServer) }
+        if reason == "connect_failed" || reason == "connect_timeout" { service.stats.reject(.connectFailed) }
         endReason = reason
         endError = error
         timer?.close()
         timer = nil
         if let server {
-            if wasConnecting && attemptIsTrial { service.cancelTrial(server) }
-            service.release(server)
+            if wasConnecting && attemptIsTrial { service.shared.cancelTrial(server) }
+            service.shared.release(server)
         }
         if reset {
             client.closeWithReset()
@@ -299,7 +318,8 @@ final class ProxySession: TCPStreamDelegate {
     }
 
     /// The closing log line; called once both streams are closed.
-    func logClosed(_ logger: Logger) {
+    func logClosed() {
+        let logger = service.logger
         let duration = client.loop.now &- startedAt
         var metadata: Logger.Metadata = [
             "client": "\(clientAddress?.description ?? "-")",

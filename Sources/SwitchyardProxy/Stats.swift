@@ -1,8 +1,11 @@
+import Synchronization
 import SwitchyardUV
 
-// Counters behind /metrics and /status. Loop-confined plain integers: the loop thread that relays
-// is the only writer, and the admin endpoint reads them on that same loop, so counting costs the
-// relay path one add to memory it already touches, no lock and no allocation.
+// Counters behind /metrics and /status. Each worker (event-loop thread) has its own set and is the
+// only writer of it; the admin endpoint reads every worker's set from its own thread. Single-writer
+// counters are atomics updated with a relaxed load and store (a plain add on x86, no lock prefix),
+// so counting costs the relay path no lock and no allocation. Histograms, touched once per
+// connection, sit behind an uncontended mutex.
 
 /// Why an upstream connect failed, as a metric label.
 enum ConnectFailureReason: Int, CaseIterable {
@@ -57,9 +60,9 @@ struct LatencyHistogram {
     /// Upper bounds in milliseconds.
     let boundsMs: [UInt64]
     /// counts[i]: observations <= boundsMs[i] and > boundsMs[i-1]; the last slot is +Inf.
-    private(set) var counts: [UInt64]
-    private(set) var sumMs: UInt64 = 0
-    private(set) var count: UInt64 = 0
+    fileprivate(set) var counts: [UInt64]
+    fileprivate(set) var sumMs: UInt64 = 0
+    fileprivate(set) var count: UInt64 = 0
 
     init(boundsMs: [UInt64]) {
         self.boundsMs = boundsMs
@@ -78,25 +81,57 @@ struct LatencyHistogram {
     static let connection: [UInt64] = [10, 100, 1000, 10_000, 60_000, 300_000, 1_800_000, 3_600_000, 14_400_000]
 }
 
-/// Counters of one upstream server. Carried over by a reload while the server stays.
-final class ServerStats {
-    var connectionsTotal: UInt64 = 0
-    var connectionsActive = 0
-    /// Bytes received from clients (and sent to this server).
-    var bytesFromClients: UInt64 = 0
-    /// Bytes sent to clients (received from this server).
-    var bytesToClients: UInt64 = 0
-    var connectFailures = Array(repeating: UInt64(0), count: ConnectFailureReason.allCases.count)
-    var healthChecksPassed: UInt64 = 0
-    var healthChecksFailed: UInt64 = 0
-    var ejections: UInt64 = 0
-    var connectDuration = LatencyHistogram(boundsMs: LatencyHistogram.connect)
+/// A counter written by one thread and read by any.
+struct SingleWriterCounter: ~Copyable, Sendable {
+    let atomic = Atomic<UInt64>(0)
+
+    /// Only the owning thread may call this.
+    @inline(__always)
+    func add(_ n: UInt64) {
+        atomic.store(atomic.load(ordering: .relaxed) &+ n, ordering: .relaxed)
+    }
+
+    @inline(__always)
+    func subtract(_ n: UInt64) {
+        atomic.store(atomic.load(ordering: .relaxed) &- n, ordering: .relaxed)
+    }
+
+    var value: UInt64 { atomic.load(ordering: .relaxed) }
 }
 
-/// Counters of one service.
-final class ServiceStats {
-    var accepted: UInt64 = 0
-    var rejected = Array(repeating: UInt64(0), count: RejectReason.allCases.count)
-    var retries: UInt64 = 0
-    var connectionDuration = LatencyHistogram(boundsMs: LatencyHistogram.connection)
+/// One worker's counters for one upstream server.
+final class ServerStats: Sendable {
+    let connectionsTotal = SingleWriterCounter()
+    /// Relayed connections open now (gauge: incremented and decremented by the owner).
+    let connectionsActive = SingleWriterCounter()
+    /// Bytes received from clients (and sent to this server).
+    let bytesFromClients = SingleWriterCounter()
+    /// Bytes sent to clients (received from this server).
+    let bytesToClients = SingleWriterCounter()
+    let healthChecksPassed = SingleWriterCounter()
+    let healthChecksFailed = SingleWriterCounter()
+    let ejections = SingleWriterCounter()
+    let connectFailures = Mutex(Array(repeating: UInt64(0), count: ConnectFailureReason.allCases.count))
+    let connectDuration = Mutex(LatencyHistogram(boundsMs: LatencyHistogram.connect))
+}
+
+/// One worker's counters for one service.
+final class ServiceStats: Sendable {
+    let accepted = SingleWriterCounter()
+    let retries = SingleWriterCounter()
+    let rejected = Mutex(Array(repeating: UInt64(0), count: RejectReason.allCases.count))
+    let connectionDuration = Mutex(LatencyHistogram(boundsMs: LatencyHistogram.connection))
+
+    func reject(_ reason: RejectReason) {
+        rejected.withLock { $0[reason.rawValue] &+= 1 }
+    }
+}
+
+extension LatencyHistogram {
+    /// Adds another histogram with the same bounds.
+    mutating func merge(_ other: LatencyHistogram) {
+        for i in counts.indices { counts[i] &+= other.counts[i] }
+        sumMs &+= other.sumMs
+        count &+= other.count
+    }
 }

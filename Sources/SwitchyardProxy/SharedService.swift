@@ -1,0 +1,298 @@
+import Synchronization
+import SwitchyardCore
+import SwitchyardUV
+
+/// An upstream server's identity (name and address) and resolved address: immutable, shared by
+/// every worker. A reload keeps the same descriptor for a server whose name and address stay (its
+/// weight and backup flag live in the service's current configuration).
+final class ServerDescriptor: Sendable {
+    let name: String
+    let configuredAddress: HostPort
+    /// Nil when the host could not be resolved; the server is then unusable.
+    let address: SocketAddress?
+    let resolveError: String?
+
+    init(config: ServerConfig) {
+        self.name = config.name
+        self.configuredAddress = config.address
+        do {
+            address = try SocketAddress.resolve(host: config.address.host, port: config.address.port).first
+            resolveError = nil
+        } catch {
+            address = nil
+            resolveError = "cannot resolve \(config.address.host): \(error)"
+        }
+    }
+
+    var id: ObjectIdentifier { ObjectIdentifier(self) }
+}
+
+/// What a state change asks of the wiring: log it, and maybe close a server's connections.
+struct HealthNotice: Sendable {
+    var event: HealthEvent
+    var server: ServerDescriptor
+    /// The server went down (or was disabled) and `on_down = close`.
+    var closeConnections: Bool
+}
+
+/// The scheduling and health state of one service, shared by every event-loop worker.
+///
+/// Workers call in under the lock when a connection starts, fails to connect or ends, and the
+/// control worker when a probe answers or a timer fires. The relay path (reads and writes)
+/// never comes here. With one worker the lock is never contended.
+final class SharedService: Sendable {
+    struct State {
+        var config: ServiceConfig
+        /// Current servers; the position is the Balancer's and ServiceHealth's index.
+        var servers: [ServerDescriptor]
+        var indexOf: [ObjectIdentifier: Int]
+        /// Balancer slots held per server by every worker (connect attempts + relayed
+        /// connections), kept across reloads so that least_conn stays exact.
+        var held: [ObjectIdentifier: Int] = [:]
+        var balancer: Balancer
+        var health: ServiceHealth
+        var random = SystemRandomNumberGenerator()
+
+        init(config: ServiceConfig, servers: [ServerDescriptor], now: UInt64) {
+            self.config = config
+            self.servers = servers
+            self.indexOf = Dictionary(uniqueKeysWithValues: servers.enumerated().map { ($1.id, $0) })
+            self.balancer = Balancer(
+                algorithm: config.balance,
+                servers: config.servers.map { BackendSpec(name: $0.name, weight: $0.weight, backup: $0.backup) },
+                panic: config.health.panic)
+            self.health = ServiceHealth(
+                settings: config.health, serverNames: config.servers.map(\.name), now: now,
+                connectTimeout: config.connectTimeout)
+        }
+
+        mutating func syncUsable(_ index: Int) {
+            balancer.setUsable(index, health.isUsable(index) && servers[index].address != nil)
+        }
+
+        mutating func syncAll(now: UInt64) {
+            health.apply(to: &balancer, now: now)
+            for (i, server) in servers.enumerated() where server.address == nil { balancer.setUsable(i, false) }
+        }
+
+        mutating func notice(_ event: HealthEvent?) -> HealthNotice? {
+            guard let event else { return nil }
+            syncUsable(event.server)
+            let close: Bool
+            switch event.transition {
+            case .down: close = config.health.onDown == .close
+            case .adminState(let state): close = state == .disabled && config.health.onDown == .close
+            default: close = false
+            }
+            return HealthNotice(event: event, server: servers[event.server], closeConnections: close)
+        }
+
+        mutating func randomUnit() -> Double { Double.random(in: 0..<1, using: &random) }
+    }
+
+    let name: String
+    private let state: Mutex<State>
+    /// Counters, one set per worker (index = worker id); each worker writes only its own.
+    let serviceStats: [ServiceStats]
+    private let serverStats = Mutex<[ObjectIdentifier: [ServerStats]]>([:])
+    let workerCount: Int
+
+    init(config: ServiceConfig, now: UInt64, workers: Int) {
+        name = config.name
+        workerCount = workers
+        serviceStats = (0..<workers).map { _ in ServiceStats() }
+        let servers = config.servers.map(ServerDescriptor.init(config:))
+        var initial = State(config: config, servers: servers, now: now)
+        initial.syncAll(now: now)
+        state = Mutex(initial)
+    }
+
+    /// Every worker's counters for `server` (created on first use).
+    func stats(for server: ServerDescriptor) -> [ServerStats] {
+        serverStats.withLock { table in
+            if let existing = table[server.id] { return existing }
+            let created = (0..<workerCount).map { _ in ServerStats() }
+            table[server.id] = created
+            return created
+        }
+    }
+
+    func withState<R>(_ body: (inout State) -> R) -> R {
+        state.withLock { body(&$0) }
+    }
+
+    var config: ServiceConfig { state.withLock { $0.config } }
+    var servers: [ServerDescriptor] { state.withLock { $0.servers } }
+
+    // MARK: Connections (any worker)
+
+    /// Picks a server (not one in `tried`), admits it through the health state (half-open servers
+    /// take one trial at a time) and counts the connection as taken.
+    func acquire(client: ClientKey, excluding tried: ServerSet, now: UInt64) -> (server: ServerDescriptor, index: Int, trial: Bool)? {
+        state.withLock { s in
+            var excluded = tried
+            for _ in 0...s.servers.count {
+                guard let index = s.balancer.acquire(client: client, excluding: excluded) else { return nil }
+                let admission = s.health.admit(index, now: now, panicking: s.balancer.isPanicking)
+                s.syncUsable(index)
+                let server = s.servers[index]
+                switch admission {
+                case .allowed, .trial:
+                    if server.address == nil {
+                        // Unresolved: only reachable in panic mode; never a real candidate.
+                        s.balancer.release(index)
+                        excluded.insert(index)
+                        continue
+                    }
+                    s.held[server.id, default: 0] += 1
+                    return (server, index, admission == .trial)
+                case .refused:
+                    s.balancer.release(index)
+                    excluded.insert(index)
+                }
+            }
+            return nil
+        }
+    }
+
+    /// The connection (or connect attempt) to `server` ended.
+    func release(_ server: ServerDescriptor) {
+        state.withLock { s in
+            s.held[server.id, default: 1] -= 1
+            if let index = s.indexOf[server.id] { s.balancer.release(index) }
+        }
+    }
+
+    func cancelTrial(_ server: ServerDescriptor) {
+        state.withLock { s in
+            guard let index = s.indexOf[server.id] else { return }
+            s.health.cancelTrial(index)
+            s.syncUsable(index)
+        }
+    }
+
+    func connectSucceeded(_ server: ServerDescriptor, now: UInt64) -> HealthNotice? {
+        state.withLock { s in
+            guard let index = s.indexOf[server.id] else { return nil }
+            return s.notice(s.health.connectSucceeded(index, now: now))
+        }
+    }
+
+    func connectFailed(_ server: ServerDescriptor, reason: String, now: UInt64) -> HealthNotice? {
+        state.withLock { s in
+            guard let index = s.indexOf[server.id] else { return nil }
+            let event = s.health.connectFailed(index, now: now, reason: reason, random: s.randomUnit())
+            if event == nil { s.syncUsable(index) }
+            return s.notice(event)
+        }
+    }
+
+    func retryDelay(attempt: Int) -> UInt64 {
+        state.withLock { s in
+            SwitchyardCore.retryDelay(attempt: attempt, cap: s.config.connectTimeout, random: s.randomUnit())
+        }
+    }
+
+    // MARK: Health (control worker)
+
+    func probeSucceeded(_ server: ServerDescriptor, now: UInt64) -> HealthNotice? {
+        state.withLock { s in
+            guard let index = s.indexOf[server.id] else { return nil }
+            return s.notice(s.health.probeSucceeded(index, now: now))
+        }
+    }
+
+    func probeFailed(_ server: ServerDescriptor, reason: String, now: UInt64) -> HealthNotice? {
+        state.withLock { s in
+            guard let index = s.indexOf[server.id] else { return nil }
+            return s.notice(s.health.probeFailed(index, now: now, reason: reason))
+        }
+    }
+
+    func setAdminState(_ server: ServerDescriptor, _ adminState: AdminState, now: UInt64) -> HealthNotice? {
+        state.withLock { s in
+            guard let index = s.indexOf[server.id] else { return nil }
+            let event = s.health.setAdminState(index, adminState, now: now)
+            if event == nil { s.syncUsable(index) }
+            return s.notice(event)
+        }
+    }
+
+    func tick(now: UInt64) -> [HealthNotice] {
+        state.withLock { s in
+            let events = s.health.tick(now: now)
+            for i in s.servers.indices { s.syncUsable(i) }
+            return events.compactMap { s.notice($0) }
+        }
+    }
+
+    func nextDeadline() -> UInt64? { state.withLock { $0.health.nextDeadline() } }
+
+    func probeDelay() -> UInt64 { state.withLock { s in s.health.probeDelay(random: s.randomUnit()) } }
+
+    /// Slow start: pushes the current weight factors; true while some server still ramps.
+    func rampTick(now: UInt64) -> Bool {
+        state.withLock { s in
+            for i in s.servers.indices { s.balancer.setWeightFactor(i, s.health.weightFactor(i, now: now)) }
+            return s.health.isRamping(now: now)
+        }
+    }
+
+    func isRamping(now: UInt64) -> Bool { state.withLock { $0.health.isRamping(now: now) } }
+
+    func isUsable(_ server: ServerDescriptor) -> Bool {
+        state.withLock { s in s.indexOf[server.id].map { s.balancer.isUsable($0) } ?? false }
+    }
+
+    var hasUsableServer: Bool {
+        state.withLock { s in s.servers.indices.contains { s.balancer.isUsable($0) } }
+    }
+
+    func server(named name: String) -> ServerDescriptor? {
+        state.withLock { s in s.servers.first { $0.name == name } }
+    }
+
+    /// Per server, in order: descriptor, health status, usable.
+    func snapshot(now: UInt64) -> [(ServerDescriptor, ServerStatus, Bool)] {
+        state.withLock { s in
+            let statuses = s.health.status(now: now)
+            return s.servers.indices.map { (s.servers[$0], statuses[$0], s.balancer.isUsable($0)) }
+        }
+    }
+
+    // MARK: Reload (control worker)
+
+    /// Applies a new configuration of this service. Servers that stay (same name and address)
+    /// keep their descriptor, health state and open connections; removed servers drain.
+    /// Returns the removed servers.
+    func update(to newConfig: ServiceConfig, now: UInt64) -> [ServerDescriptor] {
+        state.withLock { s in
+            var kept: [String: ServerDescriptor] = [:]
+            for server in s.servers { kept[server.name] = server }
+            var servers: [ServerDescriptor] = []
+            var carried: [(Int, ServerHealth, Int)] = []  // new index, state, held
+            for (newIndex, serverConfig) in newConfig.servers.enumerated() {
+                if let old = kept[serverConfig.name], old.configuredAddress == serverConfig.address,
+                   let oldIndex = s.indexOf[old.id] {
+                    kept[serverConfig.name] = nil
+                    carried.append((newIndex, s.health.servers[oldIndex], s.held[old.id] ?? 0))
+                    servers.append(old)
+                } else {
+                    servers.append(ServerDescriptor(config: serverConfig))
+                }
+            }
+            var next = State(config: newConfig, servers: servers, now: now)
+            next.random = s.random
+            for (index, health, held) in carried {
+                next.health.adopt(health, at: index)
+                next.balancer.assumeTaken(index, count: held)
+                next.held[servers[index].id] = held
+            }
+            // Removed servers keep their held counts until their connections end.
+            for removed in kept.values { next.held[removed.id] = s.held[removed.id] }
+            next.syncAll(now: now)
+            s = next
+            return Array(kept.values)
+        }
+    }
+}
