@@ -152,7 +152,8 @@ private final class AdminConnection: TCPStreamDelegate {
             offset += n
         }
         do {
-            try stream.shutdown()
+            // Shut down at once (everything written) or after the queued writes: then close.
+            if try stream.shutdown() { abort() }
         } catch {
             abort()
         }

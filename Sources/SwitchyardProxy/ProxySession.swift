@@ -31,7 +31,11 @@ final class ProxySession: TCPStreamDelegate {
     private var serverStats: ServerStats?
     /// This attempt is a half-open server's single trial connection.
     private var attemptIsTrial = false
-    private let clientAddress: SocketAddress?
+    /// The client's address: taken only when something needs it (ip_hash, or the info-level log
+    /// line), which saves a getpeername on every connection otherwise.
+    private var clientAddress: SocketAddress?
+    /// TCP keepalive idle time on both sockets.
+    static let keepAliveSeconds: UInt32 = 60
 
     private var bytesIn: UInt64 = 0   // from the client
     private var bytesOut: UInt64 = 0  // to the client
@@ -57,7 +61,6 @@ final class ProxySession: TCPStreamDelegate {
         self.connectTimeoutMs = max(1, config.connectTimeout.wholeMilliseconds)
         self.idleTimeoutMs = config.idleTimeout.wholeMilliseconds
         self.maxAttempts = 1 + config.health.retries
-        self.clientAddress = client.peerAddress()
         self.startedAt = client.loop.now
         self.lastActivity = startedAt
         client.tag = Self.clientTag
@@ -66,7 +69,11 @@ final class ProxySession: TCPStreamDelegate {
 
     /// Picks a server and starts connecting to it.
     func start() {
-        if let clientAddress {
+        let config = service.shared.config
+        if config.balance == .ipHash || service.logger.logLevel <= .info {
+            clientAddress = client.peerAddress()
+        }
+        if config.balance == .ipHash, let clientAddress {
             clientKey = clientAddress.withAddressBytes { ClientKey(addressBytes: $0) }
         }
         do {
@@ -186,10 +193,8 @@ final class ProxySession: TCPStreamDelegate {
             worker.runtime.handle(notice, of: service.shared)
         }
         do {
-            try client.setNoDelay(true)
-            try upstream.setNoDelay(true)
-            try client.setKeepAlive(true)
-            try upstream.setKeepAlive(true)
+            // The client socket inherited TCP_NODELAY and keepalive from its listener.
+            try upstream.setNoDelayAndKeepAlive(keepAliveSeconds: Int32(Self.keepAliveSeconds))
             try client.startReading()
             try upstream.startReading()
         } catch {
@@ -254,9 +259,25 @@ final class ProxySession: TCPStreamDelegate {
         lastActivity = stream.loop.now
         // Half-close: shut down the other side's write direction once its queue is flushed.
         let other: TCPStream = stream.tag == Self.clientTag ? upstream : client
-        if stream.tag == Self.clientTag { clientEOF = true } else { upstreamEOF = true }
+        let otherEnded: Bool
+        let streamShutDown: Bool
+        if stream.tag == Self.clientTag {
+            clientEOF = true
+            otherEnded = upstreamEOF
+            streamShutDown = clientShutDown
+        } else {
+            upstreamEOF = true
+            otherEnded = clientEOF
+            streamShutDown = upstreamShutDown
+        }
+        // Both directions have ended and everything is flushed: closing sends the same FIN a
+        // shutdown would, one system call and one loop turn sooner.
+        if otherEnded && streamShutDown && other.queuedBytes == 0 {
+            finish("closed")
+            return
+        }
         do {
-            try other.shutdown()
+            if try other.shutdown() { streamDidShutdown(other) }
         } catch {
             fail(side: other, error)
         }

@@ -113,6 +113,8 @@ final class Worker: @unchecked Sendable {
             guard let binding else { return }
             self.accept(on: binding)
         }
+        // Accepted sockets inherit these from the listener (Linux), so sessions need not set them.
+        try listener.setAcceptedSocketOptions(noDelay: true, keepAliveSeconds: ProxySession.keepAliveSeconds)
         listener.onError = { [unowned self] _, error in
             self.logger.error("accept failed", metadata: ["service": "\(binding?.service?.name ?? "")", "error": "\(error)"])
         }

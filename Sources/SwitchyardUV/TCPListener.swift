@@ -65,6 +65,15 @@ public final class TCPListener: UVHandle {
         }
     }
 
+    /// Sets `TCP_NODELAY` and TCP keepalive on the listening socket. Linux copies both to every
+    /// accepted socket, which saves those system calls on each new connection.
+    public func setAcceptedSocketOptions(noDelay: Bool, keepAliveSeconds: UInt32?) throws(UVError) {
+        try UVError.check(uv_tcp_nodelay(tcp, noDelay ? 1 : 0))
+        if let keepAliveSeconds {
+            try UVError.check(uv_tcp_keepalive(tcp, 1, keepAliveSeconds))
+        }
+    }
+
     /// Accepts one pending connection into a new stream.
     public func accept() throws(UVError) -> TCPStream {
         let client = try TCPStream(loop: loop)

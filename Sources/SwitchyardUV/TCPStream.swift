@@ -83,6 +83,21 @@ public final class TCPStream: UVHandle {
         try UVError.check(uv_tcp_keepalive(tcp, on ? 1 : 0, delaySeconds))
     }
 
+    /// `TCP_NODELAY` and keepalive (first probe after `keepAliveSeconds` idle, the kernel's
+    /// defaults for interval and count) in three system calls, where libuv takes five.
+    public func setNoDelayAndKeepAlive(keepAliveSeconds: Int32) throws(UVError) {
+        let fd = try fileDescriptor()
+        var one: Int32 = 1
+        var idle = keepAliveSeconds
+        let size = socklen_t(MemoryLayout<Int32>.size)
+        if setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, size) != 0
+            || setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, size) != 0
+            || setsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPIDLE, &idle, size) != 0
+        {
+            throw UVError(-errno)
+        }
+    }
+
     public func peerAddress() -> SocketAddress? {
         var storage = sockaddr_storage()
         var length = Int32(MemoryLayout<sockaddr_storage>.size)
@@ -220,8 +235,16 @@ public final class TCPStream: UVHandle {
         }
     }
 
-    /// Shuts down the write side once every queued write has been flushed.
-    public func shutdown() throws(UVError) {
+    /// Shuts down the write side once every queued write has been flushed. When nothing is
+    /// queued it is done at once (returns true, and no `streamDidShutdown` follows); otherwise
+    /// libuv does it after the last write (returns false; `streamDidShutdown` reports it).
+    @discardableResult
+    public func shutdown() throws(UVError) -> Bool {
+        if queuedBytes == 0 && uv_stream_get_write_queue_size(stream) == 0 {
+            let fd = try fileDescriptor()
+            if Glibc.shutdown(fd, Int32(SHUT_WR)) == 0 { return true }
+            throw UVError(-errno)
+        }
         let req = UnsafeMutablePointer<uv_shutdown_t>.allocate(capacity: 1)
         let rc = uv_shutdown(req, stream) { req, status in
             guard let req else { return }
@@ -240,6 +263,7 @@ public final class TCPStream: UVHandle {
             req.deallocate()
             throw UVError(rc)
         }
+        return false
     }
 
     /// Closes with a TCP reset (RST) instead of FIN: for connections cut short by an error.

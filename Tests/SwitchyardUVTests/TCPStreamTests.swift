@@ -64,10 +64,10 @@ func write(_ bytes: [UInt8], to stream: TCPStream) -> UVError? {
 
         let payload = (0..<200_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
         #expect(write(payload, to: client) == nil)
-        try client.shutdown()
+        let shutDownAtOnce = try client.shutdown()
         runLoop(loop) { serverSide.eof }
         #expect(serverSide.received == payload, "every byte arrives, in order")
-        #expect(clientSide.shutdowns == 1)
+        #expect(clientSide.shutdowns == (shutDownAtOnce ? 0 : 1), "a deferred shutdown is reported once, an immediate one never")
         #expect(accepted?.peerAddress()?.port == client.localAddress()?.port)
 
         client.close()
@@ -75,6 +75,32 @@ func write(_ bytes: [UInt8], to stream: TCPStream) -> UVError? {
         listener.close()
         runLoop(loop) { clientSide.closed && serverSide.closed }
         #expect(loop.buffers.outstanding == 0, "every buffer went back to the pool")
+        closeLoop(loop)
+    }
+
+    @Test func shutdownWithNothingQueuedIsImmediate() throws {
+        let loop = try EventLoop()
+        var accepted: TCPStream?
+        let serverSide = Recorder()
+        let listener = try TCPListener(loop: loop, address: SocketAddress(ip: "127.0.0.1", port: 0)) { l in
+            accepted = try? l.accept()
+            accepted?.delegate = serverSide
+            try? accepted?.startReading()
+        }
+        let client = try TCPStream(loop: loop)
+        let clientSide = Recorder()
+        client.delegate = clientSide
+        try client.connect(to: listener.boundAddress)
+        runLoop(loop) { clientSide.connected != nil && accepted != nil }
+        #expect(write([1, 2, 3], to: client) == nil)
+        #expect(try client.shutdown(), "nothing queued: the FIN goes out at once")
+        runLoop(loop) { serverSide.eof }
+        #expect(serverSide.received == [1, 2, 3])
+        #expect(clientSide.shutdowns == 0)
+        client.close()
+        accepted?.close()
+        listener.close()
+        runLoop(loop) { clientSide.closed && serverSide.closed }
         closeLoop(loop)
     }
 
