@@ -97,6 +97,7 @@ public final class ProxyRuntime: @unchecked Sendable {
         workers = [control]
         startedAt = control.loop.now
         services = config.services.map { SharedService(config: $0, now: control.loop.now, workers: workerCount) }
+        for shared in services { logUnresolved(shared.servers, of: shared) }
 
         // Worker 0 resolves and binds; the others bind what it got (port 0 = the same port).
         let plan: [(SharedService, [ListenPlan])]
@@ -151,6 +152,15 @@ public final class ProxyRuntime: @unchecked Sendable {
         }
         logger.info("stopped")
         return 0
+    }
+
+    /// A server whose host does not resolve is unusable; say so once, loudly.
+    private func logUnresolved(_ servers: [ServerDescriptor], of shared: SharedService) {
+        for server in servers where server.address == nil {
+            logger.error(
+                "server address unresolved; server unusable",
+                metadata: ["service": "\(shared.name)", "server": "\(server.name)", "error": "\(server.resolveError ?? "")"])
+        }
     }
 
     private func resolveListen(_ address: HostPort, service: String) throws -> SocketAddress {
@@ -288,8 +298,8 @@ public final class ProxyRuntime: @unchecked Sendable {
         control.loop.execute { [self] in
             if ejected { controlStats(of: shared, server).ejections.add(1) }
             healthControls[shared.name]?.deadlineChanged()
-            if close {
-                broadcast { $0.closeConnections(to: server, reason: "server_down") }
+            if let close {
+                broadcast { $0.closeConnections(to: server, reason: close) }
             }
         }
     }
@@ -388,6 +398,9 @@ public final class ProxyRuntime: @unchecked Sendable {
         if (newConfig.global.workers ?? workerCount) != workerCount && newConfig.global.workers != nil {
             logger.warning("reload: a change of workers takes effect at the next start")
         }
+        if newConfig.global.logLevel != config.global.logLevel || newConfig.global.logFormat != config.global.logFormat {
+            logger.warning("reload: a change of log_level or log_format takes effect at the next start")
+        }
         // Listeners already open keep their socket: the same service's first, then (for a fixed
         // port) any service's. New addresses are bound on the control worker first, so that a
         // failure changes nothing.
@@ -442,12 +455,15 @@ public final class ProxyRuntime: @unchecked Sendable {
             if let existing = byName.removeValue(forKey: serviceConfig.name) {
                 shared = existing
                 healthControls[shared.name]?.stop()
+                let before = Set(shared.servers.map(\.id))
                 for removed in shared.update(to: serviceConfig, now: now) {
                     logger.notice("server removed; its connections finish", metadata: ["service": "\(shared.name)", "server": "\(removed.name)"])
                 }
+                logUnresolved(shared.servers.filter { !before.contains($0.id) }, of: shared)
             } else {
                 shared = SharedService(config: serviceConfig, now: now, workers: workerCount)
                 logger.notice("service added", metadata: ["service": "\(shared.name)"])
+                logUnresolved(shared.servers, of: shared)
             }
             next.append(shared)
             plan.append((shared, addresses))

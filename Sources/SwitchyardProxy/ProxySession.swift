@@ -15,6 +15,9 @@ final class ProxySession: TCPStreamDelegate {
     static let upstreamTag: UInt8 = 1
 
     let id: UInt64
+    /// Links of the worker's list of open sessions (the worker owns them).
+    var listNext: ProxySession?
+    unowned(unsafe) var listPrev: ProxySession?
     let service: WorkerService
     unowned let worker: Worker
     let client: TCPStream
@@ -57,10 +60,10 @@ final class ProxySession: TCPStreamDelegate {
         self.client = client
         self.service = service
         self.worker = worker
-        let config = service.shared.config
-        self.connectTimeoutMs = max(1, config.connectTimeout.wholeMilliseconds)
-        self.idleTimeoutMs = config.idleTimeout.wholeMilliseconds
-        self.maxAttempts = 1 + config.health.retries
+        let settings = service.settings
+        self.connectTimeoutMs = settings.connectTimeoutMs
+        self.idleTimeoutMs = settings.idleTimeoutMs
+        self.maxAttempts = settings.maxAttempts
         self.startedAt = client.loop.now
         self.lastActivity = startedAt
         client.tag = Self.clientTag
@@ -69,11 +72,11 @@ final class ProxySession: TCPStreamDelegate {
 
     /// Picks a server and starts connecting to it.
     func start() {
-        let config = service.shared.config
-        if config.balance == .ipHash || service.logger.logLevel <= .info {
+        let settings = service.settings
+        if settings.hashesClientAddress || settings.logsConnections {
             clientAddress = client.peerAddress()
         }
-        if config.balance == .ipHash, let clientAddress {
+        if settings.hashesClientAddress, let clientAddress {
             clientKey = clientAddress.withAddressBytes { ClientKey(addressBytes: $0) }
         }
         do {
@@ -341,6 +344,7 @@ final class ProxySession: TCPStreamDelegate {
     /// The closing log line; called once both streams are closed.
     func logClosed() {
         let logger = service.logger
+        guard logger.logLevel <= .info else { return }
         let duration = client.loop.now &- startedAt
         var metadata: Logger.Metadata = [
             "client": "\(clientAddress?.description ?? "-")",

@@ -11,9 +11,14 @@ final class ServerDescriptor: Sendable {
     /// Nil when the host could not be resolved; the server is then unusable.
     let address: SocketAddress?
     let resolveError: String?
+    /// Counters, one set per worker (index = worker id); each worker writes only its own.
+    let stats: [ServerStats]
+    /// Scheduling bookkeeping, read and written only under the owning service's lock.
+    let slot = ServerSlot()
 
-    init(config: ServerConfig) {
+    init(config: ServerConfig, workers: Int) {
         self.name = config.name
+        self.stats = (0..<workers).map { _ in ServerStats() }
         self.configuredAddress = config.address
         do {
             address = try SocketAddress.resolve(host: config.address.host, port: config.address.port).first
@@ -27,12 +32,24 @@ final class ServerDescriptor: Sendable {
     var id: ObjectIdentifier { ObjectIdentifier(self) }
 }
 
+/// A server's place in its service's scheduler and how many connection slots it holds.
+final class ServerSlot: @unchecked Sendable {
+    // @unchecked Sendable: read and written only while holding the SharedService lock of the
+    // service the server belongs to.
+    /// Position in the current Balancer and ServiceHealth; nil once a reload removed the server.
+    var index: Int?
+    /// Balancer slots held by every worker (connect attempts + relayed connections), kept across
+    /// reloads so that least_conn stays exact.
+    var held = 0
+}
+
 /// What a state change asks of the wiring: log it, and maybe close a server's connections.
 struct HealthNotice: Sendable {
     var event: HealthEvent
     var server: ServerDescriptor
-    /// The server went down (or was disabled) and `on_down = close`.
-    var closeConnections: Bool
+    /// The server went down (or was disabled) and `on_down = close`: the `end` reason to close
+    /// its connections with; nil to leave them.
+    var closeConnections: String?
 }
 
 /// The scheduling and health state of one service, shared by every event-loop worker.
@@ -43,12 +60,9 @@ struct HealthNotice: Sendable {
 final class SharedService: Sendable {
     struct State {
         var config: ServiceConfig
-        /// Current servers; the position is the Balancer's and ServiceHealth's index.
+        /// Current servers; the position is the Balancer's and ServiceHealth's index (also in
+        /// each server's `slot.index`).
         var servers: [ServerDescriptor]
-        var indexOf: [ObjectIdentifier: Int]
-        /// Balancer slots held per server by every worker (connect attempts + relayed
-        /// connections), kept across reloads so that least_conn stays exact.
-        var held: [ObjectIdentifier: Int] = [:]
         var balancer: Balancer
         var health: ServiceHealth
         var random = SystemRandomNumberGenerator()
@@ -56,7 +70,7 @@ final class SharedService: Sendable {
         init(config: ServiceConfig, servers: [ServerDescriptor], now: UInt64) {
             self.config = config
             self.servers = servers
-            self.indexOf = Dictionary(uniqueKeysWithValues: servers.enumerated().map { ($1.id, $0) })
+            for (index, server) in servers.enumerated() { server.slot.index = index }
             self.balancer = Balancer(
                 algorithm: config.balance,
                 servers: config.servers.map { BackendSpec(name: $0.name, weight: $0.weight, backup: $0.backup) },
@@ -78,11 +92,13 @@ final class SharedService: Sendable {
         mutating func notice(_ event: HealthEvent?) -> HealthNotice? {
             guard let event else { return nil }
             syncUsable(event.server)
-            let close: Bool
-            switch event.transition {
-            case .down: close = config.health.onDown == .close
-            case .adminState(let state): close = state == .disabled && config.health.onDown == .close
-            default: close = false
+            var close: String?
+            if config.health.onDown == .close {
+                switch event.transition {
+                case .down: close = "server_down"
+                case .adminState(.disabled): close = "server_disabled"
+                default: break
+                }
             }
             return HealthNotice(event: event, server: servers[event.server], closeConnections: close)
         }
@@ -94,28 +110,20 @@ final class SharedService: Sendable {
     private let state: Mutex<State>
     /// Counters, one set per worker (index = worker id); each worker writes only its own.
     let serviceStats: [ServiceStats]
-    private let serverStats = Mutex<[ObjectIdentifier: [ServerStats]]>([:])
     let workerCount: Int
 
     init(config: ServiceConfig, now: UInt64, workers: Int) {
         name = config.name
         workerCount = workers
         serviceStats = (0..<workers).map { _ in ServiceStats() }
-        let servers = config.servers.map(ServerDescriptor.init(config:))
+        let servers = config.servers.map { ServerDescriptor(config: $0, workers: workers) }
         var initial = State(config: config, servers: servers, now: now)
         initial.syncAll(now: now)
         state = Mutex(initial)
     }
 
-    /// Every worker's counters for `server` (created on first use).
-    func stats(for server: ServerDescriptor) -> [ServerStats] {
-        serverStats.withLock { table in
-            if let existing = table[server.id] { return existing }
-            let created = (0..<workerCount).map { _ in ServerStats() }
-            table[server.id] = created
-            return created
-        }
-    }
+    /// Every worker's counters for `server`.
+    func stats(for server: ServerDescriptor) -> [ServerStats] { server.stats }
 
     func withState<R>(_ body: (inout State) -> R) -> R {
         state.withLock { body(&$0) }
@@ -144,7 +152,7 @@ final class SharedService: Sendable {
                         excluded.insert(index)
                         continue
                     }
-                    s.held[server.id, default: 0] += 1
+                    server.slot.held += 1
                     return (server, index, admission == .trial)
                 case .refused:
                     s.balancer.release(index)
@@ -158,14 +166,14 @@ final class SharedService: Sendable {
     /// The connection (or connect attempt) to `server` ended.
     func release(_ server: ServerDescriptor) {
         state.withLock { s in
-            s.held[server.id, default: 1] -= 1
-            if let index = s.indexOf[server.id] { s.balancer.release(index) }
+            server.slot.held -= 1
+            if let index = server.slot.index { s.balancer.release(index) }
         }
     }
 
     func cancelTrial(_ server: ServerDescriptor) {
         state.withLock { s in
-            guard let index = s.indexOf[server.id] else { return }
+            guard let index = server.slot.index else { return }
             s.health.cancelTrial(index)
             s.syncUsable(index)
         }
@@ -173,14 +181,14 @@ final class SharedService: Sendable {
 
     func connectSucceeded(_ server: ServerDescriptor, now: UInt64) -> HealthNotice? {
         state.withLock { s in
-            guard let index = s.indexOf[server.id] else { return nil }
+            guard let index = server.slot.index else { return nil }
             return s.notice(s.health.connectSucceeded(index, now: now))
         }
     }
 
     func connectFailed(_ server: ServerDescriptor, reason: String, now: UInt64) -> HealthNotice? {
         state.withLock { s in
-            guard let index = s.indexOf[server.id] else { return nil }
+            guard let index = server.slot.index else { return nil }
             let event = s.health.connectFailed(index, now: now, reason: reason, random: s.randomUnit())
             if event == nil { s.syncUsable(index) }
             return s.notice(event)
@@ -197,21 +205,21 @@ final class SharedService: Sendable {
 
     func probeSucceeded(_ server: ServerDescriptor, now: UInt64) -> HealthNotice? {
         state.withLock { s in
-            guard let index = s.indexOf[server.id] else { return nil }
+            guard let index = server.slot.index else { return nil }
             return s.notice(s.health.probeSucceeded(index, now: now))
         }
     }
 
     func probeFailed(_ server: ServerDescriptor, reason: String, now: UInt64) -> HealthNotice? {
         state.withLock { s in
-            guard let index = s.indexOf[server.id] else { return nil }
+            guard let index = server.slot.index else { return nil }
             return s.notice(s.health.probeFailed(index, now: now, reason: reason))
         }
     }
 
     func setAdminState(_ server: ServerDescriptor, _ adminState: AdminState, now: UInt64) -> HealthNotice? {
         state.withLock { s in
-            guard let index = s.indexOf[server.id] else { return nil }
+            guard let index = server.slot.index else { return nil }
             let event = s.health.setAdminState(index, adminState, now: now)
             if event == nil { s.syncUsable(index) }
             return s.notice(event)
@@ -241,7 +249,7 @@ final class SharedService: Sendable {
     func isRamping(now: UInt64) -> Bool { state.withLock { $0.health.isRamping(now: now) } }
 
     func isUsable(_ server: ServerDescriptor) -> Bool {
-        state.withLock { s in s.indexOf[server.id].map { s.balancer.isUsable($0) } ?? false }
+        state.withLock { s in server.slot.index.map { s.balancer.isUsable($0) } ?? false }
     }
 
     var hasUsableServer: Bool {
@@ -273,12 +281,12 @@ final class SharedService: Sendable {
             var carried: [(Int, ServerHealth, Int)] = []  // new index, state, held
             for (newIndex, serverConfig) in newConfig.servers.enumerated() {
                 if let old = kept[serverConfig.name], old.configuredAddress == serverConfig.address,
-                   let oldIndex = s.indexOf[old.id] {
+                   let oldIndex = old.slot.index {
                     kept[serverConfig.name] = nil
-                    carried.append((newIndex, s.health.servers[oldIndex], s.held[old.id] ?? 0))
+                    carried.append((newIndex, s.health.servers[oldIndex], old.slot.held))
                     servers.append(old)
                 } else {
-                    servers.append(ServerDescriptor(config: serverConfig))
+                    servers.append(ServerDescriptor(config: serverConfig, workers: workerCount))
                 }
             }
             var next = State(config: newConfig, servers: servers, now: now)
@@ -286,10 +294,9 @@ final class SharedService: Sendable {
             for (index, health, held) in carried {
                 next.health.adopt(health, at: index)
                 next.balancer.assumeTaken(index, count: held)
-                next.held[servers[index].id] = held
             }
             // Removed servers keep their held counts until their connections end.
-            for removed in kept.values { next.held[removed.id] = s.held[removed.id] }
+            for removed in kept.values { removed.slot.index = nil }
             next.syncAll(now: now)
             s = next
             return Array(kept.values)

@@ -39,13 +39,34 @@ final class ServiceListener {
     }
 }
 
+/// What a session needs of its service's configuration, taken once per configuration (not per
+/// connection, which would copy the whole configuration out of the shared lock).
+struct SessionSettings {
+    var connectTimeoutMs: UInt64
+    var idleTimeoutMs: UInt64
+    var maxAttempts: Int
+    /// ip_hash: the client address picks the server.
+    var hashesClientAddress: Bool
+    /// The per-connection log line is on (info or more verbose).
+    var logsConnections: Bool
+
+    init(_ config: ServiceConfig, logLevel: Logger.Level) {
+        connectTimeoutMs = max(1, config.connectTimeout.wholeMilliseconds)
+        idleTimeoutMs = config.idleTimeout.wholeMilliseconds
+        maxAttempts = 1 + config.health.retries
+        hashesClientAddress = config.balance == .ipHash
+        logsConnections = logLevel <= .info
+    }
+}
+
 /// A service as one worker sees it: the shared scheduling state, this worker's listeners and
 /// counters. Loop-confined to its worker.
 final class WorkerService {
     let shared: SharedService
+    /// Refreshed by `Worker.apply` when a reload changes the service.
+    var settings: SessionSettings
     var listeners: [ServiceListener] = []
     let stats: ServiceStats
-    private var serverStatsCache: [ObjectIdentifier: ServerStats] = [:]
     let logger: Logger
     let workerID: Int
     /// Removed by a reload: listeners closed, connections finish.
@@ -58,17 +79,14 @@ final class WorkerService {
         var logger = logger
         logger[metadataKey: "service"] = "\(shared.name)"
         self.logger = logger
+        self.settings = SessionSettings(shared.config, logLevel: logger.logLevel)
     }
 
     var name: String { shared.name }
 
     /// This worker's counters for `server`.
-    func stats(for server: ServerDescriptor) -> ServerStats {
-        if let cached = serverStatsCache[server.id] { return cached }
-        let stats = shared.stats(for: server)[workerID]
-        serverStatsCache[server.id] = stats
-        return stats
-    }
+    @inline(__always)
+    func stats(for server: ServerDescriptor) -> ServerStats { server.stats[workerID] }
 }
 
 /// One event-loop thread: its loop, listeners (one socket per address and worker, with
@@ -82,7 +100,9 @@ final class Worker: @unchecked Sendable {
     let loop: EventLoop
     unowned let runtime: ProxyRuntime
     private(set) var services: [String: WorkerService] = [:]
-    private(set) var sessions: [UInt64: ProxySession] = [:]
+    /// Open sessions, as an intrusive doubly linked list (no hashing or allocation per connection).
+    private var sessionsHead: ProxySession?
+    private(set) var sessionCount = 0
     private var nextSessionID: UInt64 = 0
     private var pendingAccepts: [ServiceListener] = []
     private(set) var accepting = false
@@ -191,20 +211,39 @@ final class Worker: @unchecked Sendable {
         }
         nextSessionID &+= 1
         let session = ProxySession(id: nextSessionID, client: client, service: service, worker: self)
-        sessions[session.id] = session
+        session.listNext = sessionsHead
+        sessionsHead?.listPrev = session
+        sessionsHead = session
+        sessionCount += 1
         session.start()
     }
 
     func sessionEnded(_ session: ProxySession) {
-        sessions[session.id] = nil
+        if let prev = session.listPrev { prev.listNext = session.listNext } else { sessionsHead = session.listNext }
+        session.listNext?.listPrev = session.listPrev
+        session.listNext = nil
+        session.listPrev = nil
+        sessionCount -= 1
         runtime.connectionClosed()
         session.logClosed()
-        if draining && sessions.isEmpty { runtime.workerDrained(id) }
+        if draining && sessionCount == 0 { runtime.workerDrained(id) }
+    }
+
+    /// The open sessions, for the rare walks (closing a server's connections, stopping).
+    var sessions: [ProxySession] {
+        var all: [ProxySession] = []
+        all.reserveCapacity(sessionCount)
+        var cursor = sessionsHead
+        while let session = cursor {
+            all.append(session)
+            cursor = session.listNext
+        }
+        return all
     }
 
     /// Ends this worker's established connections to `server` (on_down = close, disable).
     func closeConnections(to server: ServerDescriptor, reason: String) {
-        let doomed = sessions.values.filter { $0.server === server }
+        let doomed = sessions.filter { $0.server === server }
         for session in doomed { session.finish(reason, reset: true) }
     }
 
@@ -215,7 +254,7 @@ final class Worker: @unchecked Sendable {
         guard !draining else { return }
         draining = true
         closeAllListeners()
-        if sessions.isEmpty { runtime.workerDrained(id) }
+        if sessionCount == 0 { runtime.workerDrained(id) }
     }
 
     /// Closes every connection and every handle of this worker, so that its loop returns.
@@ -224,7 +263,7 @@ final class Worker: @unchecked Sendable {
         stopped = true
         draining = true
         closeAllListeners()
-        for session in Array(sessions.values) { session.finish("shutdown") }
+        for session in sessions { session.finish("shutdown") }
         if id != 0 { loop.closeInbox() }
     }
 
@@ -245,6 +284,7 @@ final class Worker: @unchecked Sendable {
             let service: WorkerService
             if let existing = old.removeValue(forKey: shared.name), existing.shared === shared {
                 service = existing
+                service.settings = SessionSettings(shared.config, logLevel: service.logger.logLevel)
             } else {
                 service = WorkerService(shared: shared, workerID: id, logger: logger)
             }

@@ -245,7 +245,7 @@ struct ServerDrainTests {
         let end = try held.waitForEnd(timeout: .seconds(3))
         #expect(end != nil, "the connection to the disabled server is still open 3 s later (on_down = close)")
         let line = try proxy.waitForConnectionClosed(client: held.localAddress)
-        #expect(line["server"] == "a" && line["end"] == "server_down", "\(line)")
+        #expect(line["server"] == "a" && line["end"] == "server_disabled", "\(line)")
         // The connection to b is untouched; new connections go to b.
         try other.roundTrip("b is fine\n")
         #expect(try ReloadTests.identifyMany(port: port, count: 6) == ["b": 6])
