@@ -9,7 +9,7 @@ import SwitchyardUV
 /// resumes once that queue drains to the low-water mark, so memory per connection stays bounded.
 /// EOF on one side becomes a shutdown of the other once its queued writes are flushed; the other
 /// direction keeps flowing until it ends too. An error on either side closes both at once.
-final class ProxySession: TCPStreamDelegate {
+final class ProxySession: TCPStreamDelegate, UVTimerTarget {
     enum Phase { case connecting, backingOff, relaying, finished }
     static let clientTag: UInt8 = 0
     static let upstreamTag: UInt8 = 1
@@ -80,7 +80,7 @@ final class ProxySession: TCPStreamDelegate {
             clientKey = clientAddress.withAddressBytes { ClientKey(addressBytes: $0) }
         }
         do {
-            let timer = try UVTimer(loop: client.loop) { [unowned self] in self.timerFired() }
+            let timer = try UVTimer(loop: client.loop, target: self)
             self.timer = timer
         } catch {
             finish("error", error: error.description)
@@ -155,7 +155,7 @@ final class ProxySession: TCPStreamDelegate {
 
     // MARK: Timer: connect timeout, retry backoff, then idle timeout
 
-    private func timerFired() {
+    func timerFired(_ firing: UVTimer) {
         switch phase {
         case .connecting:
             connectFailed(error: nil, reason: "timeout after \(connectTimeoutMs)ms", timeout: true)

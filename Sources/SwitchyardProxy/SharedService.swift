@@ -10,6 +10,8 @@ final class ServerDescriptor: Sendable {
     let configuredAddress: HostPort
     /// Nil when the host could not be resolved; the server is then unusable.
     let address: SocketAddress?
+    /// `address != nil`, without copying the 128-byte address to find out.
+    let hasAddress: Bool
     let resolveError: String?
     /// Counters, one set per worker (index = worker id); each worker writes only its own.
     let stats: [ServerStats]
@@ -27,6 +29,7 @@ final class ServerDescriptor: Sendable {
             address = nil
             resolveError = "cannot resolve \(config.address.host): \(error)"
         }
+        hasAddress = address != nil
     }
 
     var id: ObjectIdentifier { ObjectIdentifier(self) }
@@ -81,12 +84,12 @@ final class SharedService: Sendable {
         }
 
         mutating func syncUsable(_ index: Int) {
-            balancer.setUsable(index, health.isUsable(index) && servers[index].address != nil)
+            balancer.setUsable(index, health.isUsable(index) && servers[index].hasAddress)
         }
 
         mutating func syncAll(now: UInt64) {
             health.apply(to: &balancer, now: now)
-            for (i, server) in servers.enumerated() where server.address == nil { balancer.setUsable(i, false) }
+            for (i, server) in servers.enumerated() where !server.hasAddress { balancer.setUsable(i, false) }
         }
 
         mutating func notice(_ event: HealthEvent?) -> HealthNotice? {
@@ -146,7 +149,7 @@ final class SharedService: Sendable {
                 let server = s.servers[index]
                 switch admission {
                 case .allowed, .trial:
-                    if server.address == nil {
+                    if !server.hasAddress {
                         // Unresolved: only reachable in panic mode; never a real candidate.
                         s.balancer.release(index)
                         excluded.insert(index)

@@ -12,6 +12,7 @@ public final class EventLoop: @unchecked Sendable {
     public let raw: UnsafeMutablePointer<uv_loop_t>
     public let buffers: BufferPool
     let writeRequests = RequestPool<uv_write_t>()
+    let connectRequests = RequestPool<uv_connect_t>(maxFree: 256)
     private let inbox = Mutex<[@Sendable () -> Void]>([])
     private var wakeup: AsyncWakeup?
     private var finished = false

@@ -126,20 +126,24 @@ public final class TCPStream: UVHandle {
     // MARK: Connect
 
     public func connect(to address: SocketAddress) throws(UVError) {
-        let req = UnsafeMutablePointer<uv_connect_t>.allocate(capacity: 1)
+        let req = loop.connectRequests.take()
         let rc = address.withSockaddr { sa in
             uv_tcp_connect(req, tcp, sa) { req, status in
                 guard let req else { return }
-                let streamHandle = req.pointee.handle
-                req.deallocate()
-                guard let streamHandle, let data = streamHandle.pointee.data else { return }
+                // The request goes back to its loop's pool; the handle (and so the stream that
+                // owns it) is alive until its close callback, which comes after this one.
+                guard let streamHandle = req.pointee.handle, let data = streamHandle.pointee.data else {
+                    req.deallocate()
+                    return
+                }
                 let me = Unmanaged<TCPStream>.fromOpaque(data).takeUnretainedValue()
+                me.loop.connectRequests.give(req)
                 if status == UVError.canceled.code { return }
                 me.delegate?.stream(me, didConnect: status < 0 ? UVError(status) : nil)
             }
         }
         if rc < 0 {
-            req.deallocate()
+            loop.connectRequests.give(req)
             throw UVError(rc)
         }
     }

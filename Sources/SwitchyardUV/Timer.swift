@@ -1,8 +1,27 @@
 import CLibUV
 
+/// Something a timer calls when it fires (an alternative to a closure that needs no allocation
+/// of its own; the timer does not retain the target, whose owner must close the timer first).
+public protocol UVTimerTarget: AnyObject {
+    func timerFired(_ timer: UVTimer)
+}
+
 /// A libuv timer. The callback runs on the loop thread.
 public final class UVTimer: UVHandle {
     private var onFire: (() -> Void)?
+    private unowned(unsafe) var target: (any UVTimerTarget)?
+
+    /// A timer that calls `target.timerFired` (not retained: close the timer before the target goes).
+    public init(loop: EventLoop, target: any UVTimerTarget) throws(UVError) {
+        let h = UnsafeMutablePointer<uv_timer_t>.allocate(capacity: 1)
+        let rc = uv_timer_init(loop.raw, h)
+        if rc < 0 {
+            h.deallocate()
+            throw UVError(rc)
+        }
+        self.target = target
+        super.init(loop: loop, handle: asHandle(h))
+    }
 
     var timer: UnsafeMutablePointer<uv_timer_t> {
         UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_timer_t.self)
@@ -25,7 +44,8 @@ public final class UVTimer: UVHandle {
         // uv_timer_start only fails for a closing handle, excluded above.
         _ = uv_timer_start(timer, { t in
             guard let t, let data = t.pointee.data else { return }
-            Unmanaged<UVTimer>.fromOpaque(data).takeUnretainedValue().onFire?()
+            let me = Unmanaged<UVTimer>.fromOpaque(data).takeUnretainedValue()
+            if let target = me.target { target.timerFired(me) } else { me.onFire?() }
         }, timeout, `repeat`)
     }
 
@@ -36,6 +56,7 @@ public final class UVTimer: UVHandle {
 
     override func didClose() {
         onFire = nil
+        target = nil
     }
 }
 
