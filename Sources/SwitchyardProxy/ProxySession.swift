@@ -216,7 +216,7 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget {
             stream.loop.buffers.give(buffer)
             return
         }
-        lastActivity = stream.loop.now
+        lastActivity = stream.now
         let target: TCPStream
         if stream.tag == Self.clientTag {
             bytesIn &+= UInt64(count)

@@ -26,7 +26,15 @@ public protocol TCPStreamDelegate: AnyObject {
 /// and tracks how much it has queued so that the relay can apply backpressure.
 public final class TCPStream: UVHandle {
     /// Receives this stream's events. Kept until the close callback, then released.
-    public var delegate: (any TCPStreamDelegate)?
+    public var delegate: (any TCPStreamDelegate)? {
+        didSet { fastDelegate = delegate }
+    }
+    /// The same delegate, unretained, for the per-read and per-write calls: `delegate` keeps it
+    /// alive until the close callback, after which no event is delivered (saves ARC per event).
+    private unowned(unsafe) var fastDelegate: (any TCPStreamDelegate)?
+    /// The loop's buffer pool, unretained: the loop (and so its pool) outlives every handle on it.
+    private unowned(unsafe) let pool: BufferPool
+    private unowned(unsafe) let writeRequests: RequestPool<uv_write_t>
     /// Bytes of pool buffers pinned by writes that have not completed yet.
     public private(set) var queuedBytes = 0
     /// Above this many queued bytes the relay stops reading the other side.
@@ -52,6 +60,8 @@ public final class TCPStream: UVHandle {
             h.deallocate()
             throw UVError(rc)
         }
+        pool = loop.buffers
+        writeRequests = loop.writeRequests
         super.init(loop: loop, handle: asHandle(h))
     }
 
@@ -63,6 +73,8 @@ public final class TCPStream: UVHandle {
             h.deallocate()
             throw UVError(rc)
         }
+        pool = loop.buffers
+        writeRequests = loop.writeRequests
         super.init(loop: loop, handle: asHandle(h))
     }
 
@@ -71,6 +83,10 @@ public final class TCPStream: UVHandle {
         delegate = nil
         d?.streamDidClose(self)
     }
+
+    /// The loop's cached clock (ms), without touching the loop object.
+    @inline(__always)
+    public var now: UInt64 { uv_now(tcp.pointee.loop) }
 
     // MARK: Options and addresses
 
@@ -164,25 +180,30 @@ public final class TCPStream: UVHandle {
         isReading = false
     }
 
+    @inline(__always)
+    fileprivate func allocate(_ buf: UnsafeMutablePointer<uv_buf_t>) {
+        buf.pointee = uv_buf_init(pool.take().assumingMemoryBound(to: CChar.self), UInt32(pool.bufferSize))
+    }
+
     fileprivate func handleRead(_ nread: Int, _ base: UnsafeMutableRawPointer?) {
         if nread > 0, let base {
-            if let delegate {
+            if let delegate = fastDelegate {
                 delegate.stream(self, didRead: base, count: nread)
             } else {
-                loop.buffers.give(base)
+                pool.give(base)
             }
             return
         }
-        if let base { loop.buffers.give(base) }
+        if let base { pool.give(base) }
         if nread == 0 { return }  // EAGAIN: nothing to do
         let code = Int32(truncatingIfNeeded: nread)
         if code == UVError.eof.code {
             // libuv stops reading on EOF by itself.
             isReading = false
-            delegate?.streamDidReachEOF(self)
+            fastDelegate?.streamDidReachEOF(self)
         } else if code != UVError.canceled.code {
             stopReading()
-            delegate?.stream(self, didFail: UVError(code))
+            fastDelegate?.stream(self, didFail: UVError(code))
         }
     }
 
@@ -198,26 +219,26 @@ public final class TCPStream: UVHandle {
         if queuedBytes == 0 {
             let n = uv_try_write(stream, &buf, 1)
             if n == count {
-                loop.buffers.give(buffer)
+                pool.give(buffer)
                 return nil
             }
             if n >= 0 {
                 offset = Int(n)
             } else if n != UVError.again.code {
-                loop.buffers.give(buffer)
+                pool.give(buffer)
                 return UVError(n)
             }
             buf = uv_buf_init((buffer + offset).assumingMemoryBound(to: CChar.self), UInt32(count - offset))
         }
-        let req = loop.writeRequests.take()
+        let req = writeRequests.take()
         req.pointee.data = buffer
         let rc = uv_write(req, stream, &buf, 1, tcpWriteCallback)
         if rc < 0 {
-            loop.writeRequests.give(req)
-            loop.buffers.give(buffer)
+            writeRequests.give(req)
+            pool.give(buffer)
             return UVError(rc)
         }
-        queuedBytes += loop.buffers.bufferSize
+        queuedBytes += pool.bufferSize
         if queuedBytes > highWaterMark { drainPending = true }
         return nil
     }
@@ -226,16 +247,16 @@ public final class TCPStream: UVHandle {
     public var isAboveHighWaterMark: Bool { queuedBytes > highWaterMark }
 
     fileprivate func handleWriteDone(_ req: UnsafeMutablePointer<uv_write_t>, status: Int32) {
-        if let base = req.pointee.data { loop.buffers.give(base) }
-        loop.writeRequests.give(req)
-        queuedBytes -= loop.buffers.bufferSize
+        if let base = req.pointee.data { pool.give(base) }
+        writeRequests.give(req)
+        queuedBytes -= pool.bufferSize
         if status < 0 {
-            if status != UVError.canceled.code { delegate?.stream(self, didFail: UVError(status)) }
+            if status != UVError.canceled.code { fastDelegate?.stream(self, didFail: UVError(status)) }
             return
         }
         if drainPending && queuedBytes <= lowWaterMark {
             drainPending = false
-            delegate?.streamDidDrain(self)
+            fastDelegate?.streamDidDrain(self)
         }
     }
 
@@ -282,19 +303,22 @@ public final class TCPStream: UVHandle {
 
 private let tcpAllocCallback: uv_alloc_cb = { handle, _, buf in
     guard let handle, let buf, let data = handle.pointee.data else { return }
-    let me = Unmanaged<TCPStream>.fromOpaque(data).takeUnretainedValue()
-    let pool = me.loop.buffers
-    buf.pointee = uv_buf_init(pool.take().assumingMemoryBound(to: CChar.self), UInt32(pool.bufferSize))
+    // The handle holds a reference to its stream until the close callback: borrow it, no retain.
+    Unmanaged<TCPStream>.fromOpaque(data)._withUnsafeGuaranteedRef { me in
+        me.allocate(buf)
+    }
 }
 
 private let tcpReadCallback: uv_read_cb = { stream, nread, buf in
     guard let stream, let data = stream.pointee.data else { return }
-    let me = Unmanaged<TCPStream>.fromOpaque(data).takeUnretainedValue()
-    me.handleRead(nread, UnsafeMutableRawPointer(buf?.pointee.base))
+    Unmanaged<TCPStream>.fromOpaque(data)._withUnsafeGuaranteedRef { me in
+        me.handleRead(nread, UnsafeMutableRawPointer(buf?.pointee.base))
+    }
 }
 
 private let tcpWriteCallback: uv_write_cb = { req, status in
     guard let req, let streamHandle = req.pointee.handle, let data = streamHandle.pointee.data else { return }
-    let me = Unmanaged<TCPStream>.fromOpaque(data).takeUnretainedValue()
-    me.handleWriteDone(req, status: status)
+    Unmanaged<TCPStream>.fromOpaque(data)._withUnsafeGuaranteedRef { me in
+        me.handleWriteDone(req, status: status)
+    }
 }
