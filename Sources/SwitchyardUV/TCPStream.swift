@@ -65,19 +65,6 @@ public final class TCPStream: UVHandle {
         super.init(loop: loop, handle: asHandle(h))
     }
 
-    /// A TCP handle whose socket is created at once for `family` (so options can be set before bind).
-    init(loop: EventLoop, family: SocketAddress.Family) throws(UVError) {
-        let h = UnsafeMutablePointer<uv_tcp_t>.allocate(capacity: 1)
-        let rc = uv_tcp_init_ex(loop.raw, h, UInt32(family == .ipv6 ? AF_INET6 : AF_INET))
-        if rc < 0 {
-            h.deallocate()
-            throw UVError(rc)
-        }
-        pool = loop.buffers
-        writeRequests = loop.writeRequests
-        super.init(loop: loop, handle: asHandle(h))
-    }
-
     override func didClose() {
         let d = delegate
         delegate = nil

@@ -13,14 +13,8 @@ public final class UVTimer: UVHandle {
 
     /// A timer that calls `target.timerFired` (not retained: close the timer before the target goes).
     public init(loop: EventLoop, target: any UVTimerTarget) throws(UVError) {
-        let h = UnsafeMutablePointer<uv_timer_t>.allocate(capacity: 1)
-        let rc = uv_timer_init(loop.raw, h)
-        if rc < 0 {
-            h.deallocate()
-            throw UVError(rc)
-        }
         self.target = target
-        super.init(loop: loop, handle: asHandle(h))
+        super.init(loop: loop, handle: try Self.makeHandle(loop))
     }
 
     var timer: UnsafeMutablePointer<uv_timer_t> {
@@ -28,14 +22,18 @@ public final class UVTimer: UVHandle {
     }
 
     public init(loop: EventLoop, onFire: @escaping () -> Void) throws(UVError) {
+        self.onFire = onFire
+        super.init(loop: loop, handle: try Self.makeHandle(loop))
+    }
+
+    private static func makeHandle(_ loop: EventLoop) throws(UVError) -> UnsafeMutablePointer<uv_handle_t> {
         let h = UnsafeMutablePointer<uv_timer_t>.allocate(capacity: 1)
         let rc = uv_timer_init(loop.raw, h)
         if rc < 0 {
             h.deallocate()
             throw UVError(rc)
         }
-        self.onFire = onFire
-        super.init(loop: loop, handle: asHandle(h))
+        return asHandle(h)
     }
 
     /// Fires after `timeout` ms, then every `repeat` ms if non-zero. Restarts if already running.

@@ -20,6 +20,16 @@ struct Switchyard: ParsableCommand {
 struct ConfigOption: ParsableArguments {
     @Option(name: .shortAndLong, help: "Path to the INI configuration file.")
     var config: String = "/etc/switchyard/switchyard.ini"
+
+    /// Loads the file, or prints `FILE:LINE: message` to stderr and exits 1.
+    func load() throws -> SwitchyardConfig {
+        do {
+            return try ConfigLoader.load(path: config, environment: processEnvironment())
+        } catch {
+            printError(error.description)
+            throw ExitCode(1)
+        }
+    }
 }
 
 /// The process environment, for `${VAR}` substitution in the INI file.
@@ -46,13 +56,7 @@ struct Run: ParsableCommand {
     @OptionGroup var options: ConfigOption
 
     func run() throws {
-        let config: SwitchyardConfig
-        do {
-            config = try ConfigLoader.load(path: options.config, environment: processEnvironment())
-        } catch {
-            printError(error.description)
-            throw ExitCode(1)
-        }
+        let config = try options.load()
         let format = config.global.logFormat
         let level = Logger.Level(config.global.logLevel)
         LoggingSystem.bootstrap { label in
@@ -81,13 +85,7 @@ struct Check: ParsableCommand {
     @OptionGroup var options: ConfigOption
 
     func run() throws {
-        let config: SwitchyardConfig
-        do {
-            config = try ConfigLoader.load(path: options.config, environment: processEnvironment())
-        } catch {
-            printError(error.description)
-            throw ExitCode(1)
-        }
+        let config = try options.load()
         let serverCount = config.services.reduce(0) { $0 + $1.servers.count }
         let listenerCount = config.services.reduce(0) { $0 + $1.listen.count }
         print("\(options.config): OK: \(config.services.count) service(s), \(listenerCount) listener(s), \(serverCount) server(s)")
