@@ -468,6 +468,8 @@ http {{
 
     def _switchyard(self, d, ports):
         bp = self.backend_ports
+        # --splice MODE: the same `splice` value in every service (none: the built-in default).
+        splice = f"splice = {self.args.splice}\n" if self.args.splice else ""
         sections = [f"""[global]
 admin =
 log_level = warning
@@ -482,7 +484,7 @@ balance = least_conn
 server = iperf1 127.0.0.1:{bp['iperf']}
 connect_timeout = 2s
 idle_timeout = 0
-""")
+{splice}""")
         if "redis" in ports:
             sections.append(f"""[service redis]
 listen = 127.0.0.1:{ports['redis']}
@@ -490,7 +492,7 @@ balance = least_conn
 server = redis1 127.0.0.1:{bp['redis']}
 connect_timeout = 2s
 idle_timeout = 0
-""")
+{splice}""")
         if "http" in ports:
             sections.append(f"""[service http]
 listen = 127.0.0.1:{ports['http']}
@@ -499,7 +501,7 @@ server = web1 127.0.0.1:{bp['http1']}
 server = web2 127.0.0.1:{bp['http2']}
 connect_timeout = 2s
 idle_timeout = 0
-""")
+{splice}""")
         conf = os.path.join(d, "switchyard.ini")
         with open(conf, "w") as f:
             f.write("\n".join(sections))
@@ -856,6 +858,8 @@ def parse_args(argv):
     ap.add_argument("--latency-requests", type=int, default=None, help="redis GET requests, 1 client (default 30000)")
     ap.add_argument("--connrate-clients", type=int, default=50, help="wrk concurrent connections (default 50)")
     ap.add_argument("--memory-conns", type=int, default=None, help="idle connections held (default 4000)")
+    ap.add_argument("--splice", choices=["auto", "on", "off"], default=None,
+                    help="Switchyard's splice value in every service (default: not set, the built-in default)")
     ap.add_argument("--switchyard", dest="switchyard_path", default=None,
                     help="use this switchyard binary instead of building it")
     ap.add_argument("--scratch-path", default=None, help="SwiftPM --scratch-path for the builds (default .build)")
@@ -1075,6 +1079,7 @@ def main(argv):
         "mode": "smoke" if args.smoke else "full",
         "rounds": args.rounds,
         "workers": args.workers,
+        "splice": args.splice,
         "targets": args.targets,
         "workloads": args.workloads,
         "parameters": P,
@@ -1142,7 +1147,8 @@ def write_results_md(args, report, rows, micro, rawdir):
         f"- Kernel: {mi['kernel']}",
         f"- Rounds: {report['rounds']} (interleaved: every workload runs through "
         f"{', '.join(report['targets'])} in turn, round after round; the table shows medians over rounds)",
-        f"- Switchyard `workers = {report['workers']}`; HAProxy `nbthread 1`; nginx `worker_processes 1`.",
+        f"- Switchyard `workers = {report['workers']}`"
+        + (f", `splice = {report['splice']}`" if report.get("splice") else "") + "; HAProxy `nbthread 1`; nginx `worker_processes 1`.",
         "- **The load generators (iperf3, redis-benchmark, wrk, the Python memory client), the backends and "
         f"the balancer all share the machine's {mi['cores']} cores**: the absolute numbers are far below what "
         "these balancers do with the load generated elsewhere; compare the ratios.",

@@ -54,6 +54,9 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget {
     private let idleTimeoutMs: UInt64
     private let maxAttempts: Int
     private var endError: String?
+    // splice hook: the zero-copy relay that takes over both sockets (see the extension below).
+    private let spliceMode: SpliceMode
+    private var splice: SpliceRelay?
 
     init(id: UInt64, client: TCPStream, service: WorkerService, worker: Worker) {
         self.id = id
@@ -64,6 +67,7 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget {
         self.connectTimeoutMs = settings.connectTimeoutMs
         self.idleTimeoutMs = settings.idleTimeoutMs
         self.maxAttempts = settings.maxAttempts
+        self.spliceMode = settings.splice  // splice hook
         self.startedAt = client.loop.now
         self.lastActivity = startedAt
         client.tag = Self.clientTag
@@ -204,6 +208,7 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget {
             finish("error", error: error.description)
             return
         }
+        if spliceMode == .on { switchToSplice() }  // splice hook
         if idleTimeoutMs > 0 {
             timer?.start(timeout: idleTimeoutMs)
         } else {
@@ -234,6 +239,8 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget {
         if target.isAboveHighWaterMark {
             stream.stopReading()
         }
+        // splice hook: a read that fills a whole buffer looks like bulk (HAProxy's splice-auto).
+        if spliceMode == .auto && count == stream.loop.buffers.bufferSize { switchToSplice() }
     }
 
     func streamDidDrain(_ stream: TCPStream) {
@@ -339,6 +346,7 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget {
             client.close()
             upstream?.close()
         }
+        splice?.close(reset: reset)  // splice hook
     }
 
     /// The closing log line; called once both streams are closed.
@@ -356,5 +364,55 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget {
         ]
         if let endError { metadata["error"] = "\(endError)" }
         logger.info("connection closed", metadata: metadata)
+    }
+}
+
+// MARK: - splice hook: the zero-copy relay (`splice = on | auto`)
+
+extension ProxySession: SpliceRelayDelegate {
+    /// Hands both sockets to a `SpliceRelay`: only while both directions are open and nothing is
+    /// queued in libuv. If that is not the case, or the relay cannot be set up (descriptors
+    /// exhausted, …), the buffered relay simply goes on.
+    private func switchToSplice() {
+        guard splice == nil, phase == .relaying, let upstream, !clientEOF, !upstreamEOF,
+              client.queuedBytes == 0, upstream.queuedBytes == 0
+        else { return }
+        do {
+            splice = try SpliceRelay.takeOver(client, upstream, delegate: self)
+            openStreams += 1  // the relay's handles, until relayDidClose
+        } catch {
+            service.logger.debug("splice unavailable, relaying through buffers", metadata: ["error": "\(error)"])
+        }
+    }
+
+    func relay(_ relay: SpliceRelay, didRead count: Int, from side: SpliceRelay.Side) {
+        lastActivity = client.loop.now
+        if side == .a {
+            bytesIn &+= UInt64(count)
+            serverStats?.bytesFromClients.add(UInt64(count))
+        } else {
+            bytesOut &+= UInt64(count)
+            serverStats?.bytesToClients.add(UInt64(count))
+        }
+    }
+
+    func relay(_ relay: SpliceRelay, didReachEOF side: SpliceRelay.Side) {
+        lastActivity = client.loop.now
+        if side == .a { clientEOF = true } else { upstreamEOF = true }
+    }
+
+    func relayDidFinish(_ relay: SpliceRelay) {
+        guard phase == .relaying else { return }
+        clientShutDown = true
+        upstreamShutDown = true
+        finish("closed")
+    }
+
+    func relay(_ relay: SpliceRelay, side: SpliceRelay.Side, didFail error: UVError) {
+        fail(side: side == .a ? client : upstream ?? client, error)
+    }
+
+    func relayDidClose(_ relay: SpliceRelay) {
+        streamDidClose(client)  // counts like a stream's close callback
     }
 }

@@ -49,6 +49,7 @@ struct SessionSettings {
     var hashesClientAddress: Bool
     /// The per-connection log line is on (info or more verbose).
     var logsConnections: Bool
+    var splice: SpliceMode
 
     init(_ config: ServiceConfig, logLevel: Logger.Level) {
         connectTimeoutMs = max(1, config.connectTimeout.wholeMilliseconds)
@@ -56,6 +57,7 @@ struct SessionSettings {
         maxAttempts = 1 + config.health.retries
         hashesClientAddress = config.balance == .ipHash
         logsConnections = logLevel <= .info
+        splice = config.splice
     }
 }
 

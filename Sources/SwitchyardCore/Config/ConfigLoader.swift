@@ -73,6 +73,7 @@ enum ConfigSchema {
             .custom("server", repeatable: true, addServer),
             .single("connect_timeout", .positiveDuration, \.connectTimeout),
             .single("idle_timeout", .duration, \.idleTimeout),
+            .single("splice", .oneOf(SpliceMode.self), \.splice),
             // Health and failover (see HealthSettings for the meaning of each).
             .single("check", .oneOf(HealthCheckKind.self), \.health.check),
             .single("check_interval", .positiveDuration, \.health.checkInterval),

@@ -49,6 +49,16 @@ public enum BalanceAlgorithm: String, CaseIterable, Sendable {
     case roundRobin = "round_robin"
 }
 
+/// Relaying with Linux `splice(2)` through a pipe pair (zero-copy) instead of user-space buffers.
+public enum SpliceMode: String, CaseIterable, Sendable {
+    /// A connection switches to splice once it looks like bulk (a read fills a whole buffer).
+    case auto
+    /// Every connection splices from the moment its upstream connects.
+    case on
+    /// Always the buffered relay.
+    case off
+}
+
 public struct GlobalConfig: Equatable, Sendable {
     /// Event-loop threads. `nil` means `auto` (one per CPU).
     public var workers: Int? = 1
@@ -91,6 +101,8 @@ public struct ServiceConfig: Equatable, Sendable {
     public var connectTimeout: Duration = .seconds(2)
     /// `.zero` means off.
     public var idleTimeout: Duration = .seconds(3600)
+    /// Zero-copy relay with splice(2): auto, on or off.
+    public var splice: SpliceMode = .off
     /// Active probes, passive ejection, failover retries, panic, slow start.
     public var health = HealthSettings()
     /// Line of the `[service NAME]` header.

@@ -11,6 +11,15 @@ enum TestConfig {
         return n
     }
 
+    /// `SWITCHYARD_TEST_SPLICE`: when set, every service gets `splice = on` (or the value itself
+    /// when it is `auto`, `on` or `off`), so that the whole suite can run through the splice relay.
+    static var splice: String? {
+        guard let text = getenv("SWITCHYARD_TEST_SPLICE") else { return nil }
+        let value = String(cString: text)
+        if value.isEmpty { return nil }
+        return ["auto", "on", "off"].contains(value) ? value : "on"
+    }
+
     static func global(maxConnections: Int = 10_000, logLevel: String = "info") -> String {
         """
         [global]
@@ -37,7 +46,9 @@ enum TestConfig {
         text += "balance = \(balance)\n"
         for server in servers { text += "server = \(server)\n" }
         text += "connect_timeout = \(connectTimeout)\n"
-        text += "idle_timeout = \(idleTimeout)\n\n"
+        text += "idle_timeout = \(idleTimeout)\n"
+        if let splice { text += "splice = \(splice)\n" }
+        text += "\n"
         return text
     }
 }

@@ -1,0 +1,445 @@
+import CLibUV
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a `SpliceRelay` reports. All calls happen on the loop thread, from libuv callbacks.
+public protocol SpliceRelayDelegate: AnyObject {
+    /// `count` bytes were read from `side`'s socket (into the pipe towards the other side).
+    func relay(_ relay: SpliceRelay, didRead count: Int, from side: SpliceRelay.Side)
+    /// `side`'s peer finished sending (FIN); the other side is shut down once the pipe is flushed.
+    func relay(_ relay: SpliceRelay, didReachEOF side: SpliceRelay.Side)
+    /// Both directions ended: each EOF has been passed on as a write shutdown of the other socket.
+    func relayDidFinish(_ relay: SpliceRelay)
+    /// A splice, shutdown or poll on `side`'s socket failed (reset, broken pipe, …). The relay has
+    /// stopped moving data; the delegate closes it.
+    func relay(_ relay: SpliceRelay, side: SpliceRelay.Side, didFail error: UVError)
+    /// Every poll handle is closed and every descriptor (sockets, pipes) with it.
+    func relayDidClose(_ relay: SpliceRelay)
+}
+
+#if os(Linux)
+
+/// Zero-copy relay between two connected TCP sockets with Linux `splice(2)`: socket → pipe →
+/// socket, one pipe per direction, the bytes never entering user space.
+///
+/// libuv keeps one watcher per descriptor, so the sockets leave libuv's stream machinery first:
+/// each stream's descriptor is duplicated (`F_DUPFD_CLOEXEC`) and the `uv_tcp_t` is closed (which
+/// deregisters and closes the original descriptor; the socket lives on through the duplicate).
+/// The duplicates are then watched with `uv_poll_t` handles (pinned memory, owned the same way as
+/// every other handle: `handle.data` retains the owner until the close callback, which frees the
+/// memory and closes the socket's descriptor).
+///
+/// Per direction: when the source is readable and the pipe empty, `splice(src → pipe)`, then
+/// `splice(pipe → dst)`. While the pipe holds bytes the destination cannot take, the source is not
+/// polled for readable and the destination is polled for writable instead (backpressure: at most
+/// one pipe of data in flight per direction, and that memory is the kernel's). A read of 0 bytes
+/// (EOF) becomes `shutdown(dst, SHUT_WR)` once the pipe is empty. Any error stops the relay and is
+/// reported; `close(reset: true)` then closes both sockets with a reset (`SO_LINGER` 0).
+///
+/// Nothing is allocated per transfer. The process must ignore `SIGPIPE` (a splice into a socket
+/// whose peer is gone raises it). Linux only: elsewhere `takeOver` throws `UV_ENOSYS`.
+public final class SpliceRelay {
+    public enum Side: UInt8, Sendable {
+        case a, b
+
+        public var other: Side { self == .a ? .b : .a }
+    }
+
+    public let loop: EventLoop
+    /// Receives the relay's events. Kept until `relayDidClose`, then released.
+    public var delegate: (any SpliceRelayDelegate)?
+    /// The pipe capacities in use (towards b, towards a), as the kernel reports them.
+    public let pipeCapacities: (Int, Int)
+    public private(set) var isClosing = false
+    private var stopped = false
+    private var toB: Direction
+    private var toA: Direction
+    private let pollA: SocketPoll
+    private let pollB: SocketPoll
+    private var openPolls = 2
+    /// Bytes read from a source in one wake-up at most, so that one busy connection cannot starve
+    /// the others on the loop (the level-triggered poll fires again next iteration).
+    private let readBudget: Int
+
+    /// The default pipe size when none is given: 256 KiB per direction.
+    public static let defaultPipeSize = 256 * 1024
+
+    /// Takes the connected streams `a` and `b` out of libuv and relays between them with splice.
+    ///
+    /// Both streams must be open, have nothing queued (`queuedBytes == 0`) and no shutdown pending;
+    /// otherwise `UV_EBUSY` is thrown. On success both streams are closed at once (their delegates
+    /// still get `streamDidClose`) and their sockets carry on in the relay, polled for readable.
+    /// On any failure (descriptors exhausted, …) the error is thrown and the streams are untouched,
+    /// so the caller can keep relaying through them.
+    ///
+    /// `pipeSize`: the capacity asked for each pipe (`F_SETPIPE_SZ`; best effort: the kernel may
+    /// refuse, e.g. above `pipe-user-pages-soft` for an unprivileged user); 0 keeps the default.
+    public static func takeOver(
+        _ a: TCPStream, _ b: TCPStream, pipeSize: Int = SpliceRelay.defaultPipeSize,
+        delegate: (any SpliceRelayDelegate)?
+    ) throws(UVError) -> SpliceRelay {
+        guard a.loop === b.loop, !a.isClosing, !b.isClosing, a.queuedBytes == 0, b.queuedBytes == 0 else {
+            throw UVError(Int32(UV_EBUSY.rawValue))
+        }
+        let loop = a.loop
+        let fdA = try a.fileDescriptor()
+        let fdB = try b.fileDescriptor()
+        var pipeToB: (read: Int32, write: Int32, capacity: Int) = (-1, -1, 0)
+        var pipeToA: (read: Int32, write: Int32, capacity: Int) = (-1, -1, 0)
+        var dupA: Int32 = -1
+        var dupB: Int32 = -1
+        var pollA: SocketPoll?
+        var pollB: SocketPoll?
+        do throws(UVError) {
+            pipeToB = try makePipe(size: pipeSize)
+            pipeToA = try makePipe(size: pipeSize)
+            dupA = try duplicate(fdA)
+            dupB = try duplicate(fdB)
+            pollA = try SocketPoll(loop: loop, fd: dupA, side: .a)
+            dupA = -1  // owned by pollA now
+            pollB = try SocketPoll(loop: loop, fd: dupB, side: .b)
+            dupB = -1
+        } catch {
+            for fd in [pipeToB.read, pipeToB.write, pipeToA.read, pipeToA.write, dupA, dupB] where fd >= 0 {
+                _ = Glibc.close(fd)
+            }
+            pollA?.close()  // closes its descriptor in the close callback
+            pollB?.close()
+            throw error
+        }
+        // From here nothing fails: retire the streams (closing the original descriptors).
+        a.stopReading()
+        b.stopReading()
+        a.close()
+        b.close()
+        let relay = SpliceRelay(
+            loop: loop, pollA: pollA!, pollB: pollB!, pipeToB: pipeToB, pipeToA: pipeToA, delegate: delegate)
+        relay.updateWatches()
+        return relay
+    }
+
+    private init(
+        loop: EventLoop, pollA: SocketPoll, pollB: SocketPoll,
+        pipeToB: (read: Int32, write: Int32, capacity: Int), pipeToA: (read: Int32, write: Int32, capacity: Int),
+        delegate: (any SpliceRelayDelegate)?
+    ) {
+        self.loop = loop
+        self.pollA = pollA
+        self.pollB = pollB
+        self.delegate = delegate
+        toB = Direction(src: pollA.fd, dst: pollB.fd, pipeRead: pipeToB.read, pipeWrite: pipeToB.write, capacity: pipeToB.capacity)
+        toA = Direction(src: pollB.fd, dst: pollA.fd, pipeRead: pipeToA.read, pipeWrite: pipeToA.write, capacity: pipeToA.capacity)
+        pipeCapacities = (pipeToB.capacity, pipeToA.capacity)
+        readBudget = 4 * max(pipeToB.capacity, pipeToA.capacity)
+        pollA.relay = self
+        pollB.relay = self
+    }
+
+    /// The descriptors the relay owns (two sockets, two pipes), for tests and diagnostics.
+    public var descriptors: [Int32] {
+        [pollA.fd, pollB.fd, toB.pipeRead, toB.pipeWrite, toA.pipeRead, toA.pipeWrite]
+    }
+
+    /// Closes both sockets and both pipes (idempotent). With `reset`, the sockets are closed with a
+    /// TCP reset (`SO_LINGER` 0) so that neither peer mistakes a cut-off stream for a complete one.
+    /// Bytes still in a pipe are dropped. `relayDidClose` follows once both poll handles are closed.
+    public func close(reset: Bool = false) {
+        guard !isClosing else { return }
+        isClosing = true
+        stopped = true
+        for fd in [toB.pipeRead, toB.pipeWrite, toA.pipeRead, toA.pipeWrite] {
+            _ = Glibc.close(fd)
+        }
+        if reset {
+            setLingerZero(pollA.fd)
+            setLingerZero(pollB.fd)
+        }
+        pollA.close()
+        pollB.close()
+    }
+
+    // MARK: Events
+
+    fileprivate func pollFired(_ poll: SocketPoll, status: Int32, events: Int32) {
+        guard !stopped else { return }
+        let side = poll.side
+        if status < 0 {
+            // libuv reports POLLERR as UV_EBADF (and stops the handle): the socket's pending error
+            // (ECONNRESET, …) says what really happened.
+            poll.noteStoppedByLibuv()
+            fail(side, socketError(poll.fd).map { UVError(-$0) } ?? UVError(status))
+            return
+        }
+        if events & Int32(UV_READABLE.rawValue) != 0 {
+            // Data (or EOF) from `side`: the direction towards the other side.
+            pump(from: side)
+            if stopped { return }
+        }
+        if events & Int32(UV_WRITABLE.rawValue) != 0 {
+            // `side` can take more: flush the direction towards it (and read on if it empties).
+            pump(from: side.other)
+            if stopped { return }
+        }
+        updateWatches()
+    }
+
+    /// Moves what it can in the direction from `source` to the other side, then reports.
+    private func pump(from source: Side) {
+        var read = 0
+        var sawEOF = false
+        // The mutation ends before any delegate call (which may close the relay).
+        let failure = source == .a
+            ? toB.pump(budget: readBudget, read: &read, sawEOF: &sawEOF)
+            : toA.pump(budget: readBudget, read: &read, sawEOF: &sawEOF)
+        if read > 0 { delegate?.relay(self, didRead: read, from: source) }
+        if sawEOF { delegate?.relay(self, didReachEOF: source) }
+        if stopped { return }  // the delegate closed the relay
+        switch failure {
+        case nil: break
+        case .source(let e): fail(source, UVError(-e))
+        case .destination(let e): fail(source.other, UVError(-e))
+        }
+    }
+
+    /// Polls each socket for what its two directions need; reports the end once both are done.
+    private func updateWatches() {
+        let readable = Int32(UV_READABLE.rawValue)
+        let writable = Int32(UV_WRITABLE.rawValue)
+        let eventsA = (toB.wantsRead ? readable : 0) | (toA.wantsWrite ? writable : 0)
+        let eventsB = (toA.wantsRead ? readable : 0) | (toB.wantsWrite ? writable : 0)
+        if let error = pollA.watch(eventsA) {
+            fail(.a, error)
+            return
+        }
+        if let error = pollB.watch(eventsB) {
+            fail(.b, error)
+            return
+        }
+        if toB.shutDown && toA.shutDown {
+            stopped = true
+            delegate?.relayDidFinish(self)
+        }
+    }
+
+    private func fail(_ side: Side, _ error: UVError) {
+        guard !stopped else { return }
+        stopped = true
+        _ = pollA.watch(0)
+        _ = pollB.watch(0)
+        delegate?.relay(self, side: side, didFail: error)
+    }
+
+    fileprivate func pollDidClose() {
+        openPolls -= 1
+        if openPolls == 0 {
+            let d = delegate
+            delegate = nil
+            d?.relayDidClose(self)
+        }
+    }
+}
+
+// MARK: - One direction
+
+/// One direction of the relay: source socket → pipe → destination socket.
+private struct Direction {
+    let src: Int32
+    let dst: Int32
+    let pipeRead: Int32
+    let pipeWrite: Int32
+    let capacity: Int
+    /// Bytes in the pipe (spliced in, not yet out).
+    var inPipe = 0
+    var srcEOF = false
+    /// `shutdown(dst, SHUT_WR)` done: this direction is over.
+    var shutDown = false
+
+    init(src: Int32, dst: Int32, pipeRead: Int32, pipeWrite: Int32, capacity: Int) {
+        self.src = src
+        self.dst = dst
+        self.pipeRead = pipeRead
+        self.pipeWrite = pipeWrite
+        self.capacity = capacity
+    }
+
+    /// Poll the source for readable: only with an empty pipe (backpressure).
+    var wantsRead: Bool { !srcEOF && inPipe == 0 }
+    /// Poll the destination for writable: while the pipe holds what it could not take.
+    var wantsWrite: Bool { inPipe > 0 }
+
+    enum Failure { case source(Int32), destination(Int32) }
+
+    /// Moves bytes until the source has none (or `budget` bytes were read) or the destination is
+    /// full. `read` gets the bytes read from the source; `sawEOF` is set when the source ended.
+    mutating func pump(budget: Int, read: inout Int, sawEOF: inout Bool) -> Failure? {
+        let flags = SWITCHYARD_SPLICE_F_MOVE | SWITCHYARD_SPLICE_F_NONBLOCK
+        var budget = budget
+        while true {
+            if inPipe > 0 {
+                let n = switchyard_splice(pipeRead, dst, inPipe, flags)
+                if n > 0 {
+                    inPipe -= n
+                    continue
+                }
+                if n < 0 {
+                    let e = errno
+                    if e == EINTR { continue }
+                    if e == EAGAIN { return nil }  // destination full: wait for writable
+                    return .destination(e)
+                }
+                return nil  // moved nothing: wait for writable
+            }
+            if srcEOF {
+                if !shutDown {
+                    shutDown = true
+                    if Glibc.shutdown(dst, Int32(SHUT_WR)) < 0 { return .destination(errno) }
+                }
+                return nil
+            }
+            if budget <= 0 { return nil }  // more next time: the source stays polled
+            let n = switchyard_splice(src, pipeWrite, capacity, flags)
+            if n > 0 {
+                inPipe = n
+                read += n
+                budget -= n
+                continue
+            }
+            if n == 0 {
+                srcEOF = true
+                sawEOF = true
+                continue
+            }
+            let e = errno
+            if e == EINTR { continue }
+            if e == EAGAIN { return nil }  // nothing to read: wait for readable
+            return .source(e)
+        }
+    }
+}
+
+// MARK: - The poll handle
+
+/// A `uv_poll_t` on one of the relay's socket descriptors, which it owns: the descriptor is closed
+/// in the close callback, after libuv has stopped watching it.
+final class SocketPoll: UVHandle {
+    let fd: Int32
+    let side: SpliceRelay.Side
+    /// The relay; kept until the close callback, then released (breaks the cycle).
+    var relay: SpliceRelay?
+    private(set) var events: Int32 = 0
+
+    var poll: UnsafeMutablePointer<uv_poll_t> {
+        UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_poll_t.self)
+    }
+
+    /// On failure the descriptor stays the caller's.
+    init(loop: EventLoop, fd: Int32, side: SpliceRelay.Side) throws(UVError) {
+        let h = UnsafeMutablePointer<uv_poll_t>.allocate(capacity: 1)
+        let rc = uv_poll_init(loop.raw, h, fd)
+        if rc < 0 {
+            h.deallocate()
+            throw UVError(rc)
+        }
+        self.fd = fd
+        self.side = side
+        super.init(loop: loop, handle: asHandle(h))
+    }
+
+    /// Watches for `events` (UV_READABLE | UV_WRITABLE; 0 stops), touching libuv only on a change.
+    func watch(_ events: Int32) -> UVError? {
+        guard !isClosing, events != self.events else { return nil }
+        self.events = events
+        if events == 0 {
+            _ = uv_poll_stop(poll)
+            return nil
+        }
+        let rc = uv_poll_start(poll, events, socketPollCallback)
+        return rc < 0 ? UVError(rc) : nil
+    }
+
+    /// libuv stopped the handle itself (on POLLERR).
+    func noteStoppedByLibuv() {
+        events = 0
+    }
+
+    override func didClose() {
+        // libuv no longer watches the descriptor: this is the socket's last one (FIN, or RST
+        // with SO_LINGER 0).
+        _ = Glibc.close(fd)
+        let r = relay
+        relay = nil
+        r?.pollDidClose()
+    }
+}
+
+private let socketPollCallback: uv_poll_cb = { handle, status, events in
+    guard let handle, let data = handle.pointee.data else { return }
+    let me = Unmanaged<SocketPoll>.fromOpaque(data).takeUnretainedValue()
+    guard !me.isClosing, let relay = me.relay else { return }
+    relay.pollFired(me, status: status, events: events)
+}
+
+// MARK: - Descriptor helpers
+
+/// A non-blocking, close-on-exec pipe, with the capacity asked for if the kernel allows it.
+private func makePipe(size: Int) throws(UVError) -> (read: Int32, write: Int32, capacity: Int) {
+    var fds: (Int32, Int32) = (-1, -1)
+    let rc = withUnsafeMutablePointer(to: &fds) {
+        $0.withMemoryRebound(to: Int32.self, capacity: 2) { switchyard_pipe2($0, O_NONBLOCK | O_CLOEXEC) }
+    }
+    if rc < 0 { throw UVError(-errno) }
+    if size > 0 {
+        _ = fcntl(fds.0, SWITCHYARD_F_SETPIPE_SZ, Int32(clamping: size))  // best effort
+    }
+    let capacity = fcntl(fds.0, SWITCHYARD_F_GETPIPE_SZ)
+    return (fds.0, fds.1, capacity > 0 ? Int(capacity) : 64 * 1024)
+}
+
+private func duplicate(_ fd: Int32) throws(UVError) -> Int32 {
+    let copy = fcntl(fd, F_DUPFD_CLOEXEC, 0)
+    if copy < 0 { throw UVError(-errno) }
+    return copy
+}
+
+/// The socket's pending error (SO_ERROR), clearing it; nil if none.
+private func socketError(_ fd: Int32) -> Int32? {
+    var value: Int32 = 0
+    var length = socklen_t(MemoryLayout<Int32>.size)
+    guard getsockopt(fd, SOL_SOCKET, SO_ERROR, &value, &length) == 0, value != 0 else { return nil }
+    return value
+}
+
+/// Makes the next close of `fd` send a reset (RST) instead of a FIN.
+private func setLingerZero(_ fd: Int32) {
+    var option = linger(l_onoff: 1, l_linger: 0)
+    _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &option, socklen_t(MemoryLayout<linger>.size))
+}
+
+#else
+
+public final class SpliceRelay {
+    public enum Side: UInt8, Sendable {
+        case a, b
+
+        public var other: Side { self == .a ? .b : .a }
+    }
+
+    public static let defaultPipeSize = 256 * 1024
+    public var delegate: (any SpliceRelayDelegate)?
+    public var descriptors: [Int32] { [] }
+
+    private init() {}
+
+    /// splice(2) is Linux's: not available here.
+    public static func takeOver(
+        _ a: TCPStream, _ b: TCPStream, pipeSize: Int = SpliceRelay.defaultPipeSize,
+        delegate: (any SpliceRelayDelegate)?
+    ) throws(UVError) -> SpliceRelay {
+        throw UVError(Int32(UV_ENOSYS.rawValue))
+    }
+
+    public func close(reset: Bool = false) {}
+}
+
+#endif
