@@ -55,8 +55,9 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget {
     private let maxAttempts: Int
     private var endError: String?
     // splice hook: the zero-copy relay that takes over both sockets (see the extension below).
-    private let spliceMode: SpliceMode
+    private var spliceMode: SpliceMode
     private var splice: SpliceRelay?
+    private var spliceWanted = false
 
     init(id: UInt64, client: TCPStream, service: WorkerService, worker: Worker) {
         self.id = id
@@ -240,11 +241,12 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget {
             stream.stopReading()
         }
         // splice hook: a read that fills a whole buffer looks like bulk (HAProxy's splice-auto).
-        if spliceMode == .auto && count == stream.loop.buffers.bufferSize { switchToSplice() }
+        if spliceMode == .auto && (spliceWanted || count == stream.loop.buffers.bufferSize) { switchToSplice() }
     }
 
     func streamDidDrain(_ stream: TCPStream) {
         guard phase == .relaying else { return }
+        if spliceWanted { switchToSplice(); if splice != nil { return } }  // splice hook
         // `stream` drained: resume reading the side that feeds it, unless that side has ended.
         let feeder: TCPStream?
         let feederEnded: Bool
@@ -371,16 +373,27 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget {
 
 extension ProxySession: SpliceRelayDelegate {
     /// Hands both sockets to a `SpliceRelay`: only while both directions are open and nothing is
-    /// queued in libuv. If that is not the case, or the relay cannot be set up (descriptors
-    /// exhausted, …), the buffered relay simply goes on.
+    /// queued in libuv. While something is queued, the switch waits (`spliceWanted`): it is tried
+    /// again on every read, and when a queue empties — the streams report a drain at 0 instead of
+    /// at the low-water mark, so that a slow reader's side, which otherwise never empties between
+    /// the water marks, does get there. If the relay cannot be set up (descriptors exhausted, the
+    /// per-user pipe limit, …), this connection keeps the buffered relay.
     private func switchToSplice() {
-        guard splice == nil, phase == .relaying, let upstream, !clientEOF, !upstreamEOF,
-              client.queuedBytes == 0, upstream.queuedBytes == 0
-        else { return }
+        guard splice == nil, phase == .relaying, let upstream, !clientEOF, !upstreamEOF else { return }
+        guard client.queuedBytes == 0, upstream.queuedBytes == 0 else {
+            if !spliceWanted {
+                spliceWanted = true
+                client.lowWaterMark = 0
+                upstream.lowWaterMark = 0
+            }
+            return
+        }
+        spliceWanted = false
         do {
             splice = try SpliceRelay.takeOver(client, upstream, delegate: self)
             openStreams += 1  // the relay's handles, until relayDidClose
         } catch {
+            spliceMode = .off  // for this connection: no retry on every read
             service.logger.debug("splice unavailable, relaying through buffers", metadata: ["error": "\(error)"])
         }
     }

@@ -8,7 +8,7 @@ import Testing
     }
 
     @Test func spliceTakesAutoOnOrOff() throws {
-        #expect(try parse().splice == .off, "default")
+        #expect(try parse().splice == .auto, "default")
         #expect(try parse("splice = auto").splice == .auto)
         #expect(try parse("splice = on").splice == .on)
         #expect(try parse("splice = off").splice == .off)

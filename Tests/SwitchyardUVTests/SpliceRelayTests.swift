@@ -262,4 +262,22 @@ func checksum(_ bytes: [UInt8]) -> UInt64 {
         pair.b.close()
         pair.tearDown()
     }
+
+    @Test func aPipeTheKernelWillNotGrantKeepsTheStreams() throws {
+        let loop = try EventLoop()
+        let pair = try SplicedPair(loop: loop, splice: false)
+        let before = Set(openDescriptorTargets())
+        // Far beyond any pipe size the kernel accepts (even for root): splice would not pay.
+        #expect(throws: UVError(Int32(UV_ENOBUFS.rawValue))) {
+            _ = try SpliceRelay.takeOver(pair.a, pair.b, pipeSize: Int(Int32.max), delegate: pair.events)
+        }
+        #expect(!pair.a.isClosing && !pair.b.isClosing, "the streams are untouched")
+        let pipesLeft = Set(openDescriptorTargets()).subtracting(before).filter { $0.hasPrefix("pipe:") }
+        #expect(pipesLeft.isEmpty, "pipes of the refused relay still open: \(pipesLeft)")
+        #expect(write([4, 5, 6], to: pair.a) == nil)
+        runLoop(loop) { pair.recA.received == [4, 5, 6] }
+        pair.a.close()
+        pair.b.close()
+        pair.tearDown()
+    }
 }

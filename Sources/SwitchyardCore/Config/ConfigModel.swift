@@ -101,8 +101,8 @@ public struct ServiceConfig: Equatable, Sendable {
     public var connectTimeout: Duration = .seconds(2)
     /// `.zero` means off.
     public var idleTimeout: Duration = .seconds(3600)
-    /// Zero-copy relay with splice(2): auto, on or off.
-    public var splice: SpliceMode = .off
+    /// Zero-copy relay with splice(2): auto, on or off (see SpliceMode; auto measured best).
+    public var splice: SpliceMode = .auto
     /// Active probes, passive ejection, failover retries, panic, slow start.
     public var health = HealthSettings()
     /// Line of the `[service NAME]` header.
