@@ -303,7 +303,9 @@ private struct Direction {
                     if e == EAGAIN { return nil }  // destination full: wait for writable
                     return .destination(e)
                 }
-                return nil  // moved nothing: wait for writable
+                // 0 would mean an empty pipe with no writer: impossible, we hold the write end.
+                // Fail rather than poll for writable forever.
+                return .destination(EIO)
             }
             if srcEOF {
                 if !shutDown {
