@@ -9,7 +9,7 @@ import SwitchyardUV
 /// resumes once that queue drains to the low-water mark, so memory per connection stays bounded.
 /// EOF on one side becomes a shutdown of the other once its queued writes are flushed; the other
 /// direction keeps flowing until it ends too. An error on either side closes both at once.
-final class ProxySession: TCPStreamDelegate, UVTimerTarget {
+final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
     enum Phase { case connecting, backingOff, relaying, finished }
     static let clientTag: UInt8 = 0
     static let upstreamTag: UInt8 = 1
@@ -37,7 +37,7 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget {
     /// The client's address: taken only when something needs it (ip_hash, or the info-level log
     /// line), which saves a getpeername on every connection otherwise.
     private var clientAddress: SocketAddress?
-    /// TCP keepalive idle time on both sockets.
+    /// TCP keepalive idle time (client sockets always; server sockets with `server_keepalive = on`).
     static let keepAliveSeconds: UInt32 = 60
 
     private var bytesIn: UInt64 = 0   // from the client
@@ -48,6 +48,10 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget {
     private var upstreamEOF = false
     private var clientShutDown = false   // our write side towards the client is shut
     private var upstreamShutDown = false
+    private var clientShutdownStarted = false   // shut now, or once its queued writes flush
+    private var upstreamShutdownStarted = false
+    /// An EOF waits for the end of the loop turn (`endOfTurn`).
+    private var eofForwardPending = false
     private var openStreams = 1
     private var endReason = "closed"
     private let connectTimeoutMs: UInt64
@@ -129,6 +133,9 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget {
             openStreams += 1
             connectStartedAt = client.loop.now
             try upstream.connect(to: address)
+            // Reading is armed with the connect, so that one epoll_ctl registers both (libuv
+            // reports the connect first, and reads only once relaying has started).
+            try upstream.startReading()
             timer?.start(timeout: connectTimeoutMs)
         } catch {
             connectFailed(error: error, reason: error.description, timeout: false)
@@ -202,7 +209,11 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget {
         }
         do {
             // The client socket inherited TCP_NODELAY and keepalive from its listener.
-            try upstream.setNoDelayAndKeepAlive(keepAliveSeconds: Int32(Self.keepAliveSeconds))
+            if service.settings.serverKeepAlive {
+                try upstream.setNoDelayAndKeepAlive(keepAliveSeconds: Int32(Self.keepAliveSeconds))
+            } else {
+                try upstream.setNoDelay(true)
+            }
             try client.startReading()
             try upstream.startReading()
         } catch {
@@ -267,32 +278,50 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget {
     }
 
     func streamDidReachEOF(_ stream: TCPStream) {
+        guard phase == .relaying else { return }
+        lastActivity = stream.now
+        if stream.tag == Self.clientTag { clientEOF = true } else { upstreamEOF = true }
+        // Forwarded at the end of this loop turn: when the other end closed too and its EOF is in
+        // the same batch of events (a request/response peer closing as soon as it has the answer),
+        // both sockets are simply closed — one shutdown and a stray wake-up fewer, and the peer
+        // that closed first keeps the TIME_WAIT, as with HAProxy.
+        if !eofForwardPending {
+            eofForwardPending = true
+            client.loop.atEndOfTurn(self)
+        }
+    }
+
+    /// End of the loop turn in which an EOF was read: passes each EOF on as a shutdown of the other
+    /// side once its queued writes are flushed, or closes both when both directions have ended.
+    func endOfTurn() {
+        eofForwardPending = false
         guard phase == .relaying, let upstream else { return }
-        lastActivity = stream.loop.now
-        // Half-close: shut down the other side's write direction once its queue is flushed.
-        let other: TCPStream = stream.tag == Self.clientTag ? upstream : client
-        let otherEnded: Bool
-        let streamShutDown: Bool
-        if stream.tag == Self.clientTag {
-            clientEOF = true
-            otherEnded = upstreamEOF
-            streamShutDown = clientShutDown
-        } else {
-            upstreamEOF = true
-            otherEnded = clientEOF
-            streamShutDown = upstreamShutDown
+        if finishIfBothEnded() { return }
+        if clientEOF && !upstreamShutdownStarted {
+            upstreamShutdownStarted = true
+            do {
+                if try upstream.shutdown() { upstreamShutDown = true }
+            } catch {
+                fail(side: upstream, error)
+                return
+            }
         }
-        // Both directions have ended and everything is flushed: closing sends the same FIN a
-        // shutdown would, one system call and one loop turn sooner.
-        if otherEnded && streamShutDown && other.queuedBytes == 0 {
-            finish("closed")
-            return
+        if upstreamEOF && !clientShutdownStarted {
+            clientShutdownStarted = true
+            do {
+                if try client.shutdown() { clientShutDown = true }
+            } catch {
+                fail(side: client, error)
+            }
         }
-        do {
-            if try other.shutdown() { streamDidShutdown(other) }
-        } catch {
-            fail(side: other, error)
-        }
+    }
+
+    /// Both directions have ended and every byte read has been handed to the kernel: closing sends
+    /// the FIN a shutdown would (after the data), one system call and one loop turn sooner.
+    private func finishIfBothEnded() -> Bool {
+        guard clientEOF && upstreamEOF, client.queuedBytes == 0, upstream?.queuedBytes ?? 0 == 0 else { return false }
+        finish("closed")
+        return true
     }
 
     func streamDidShutdown(_ stream: TCPStream) {
@@ -300,6 +329,8 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget {
         if stream.tag == Self.clientTag { clientShutDown = true } else { upstreamShutDown = true }
         if clientShutDown && upstreamShutDown {
             finish("closed")
+        } else {
+            _ = finishIfBothEnded()
         }
     }
 

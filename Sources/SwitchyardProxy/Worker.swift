@@ -50,6 +50,7 @@ struct SessionSettings {
     /// The per-connection log line is on (info or more verbose).
     var logsConnections: Bool
     var splice: SpliceMode
+    var serverKeepAlive: Bool
 
     init(_ config: ServiceConfig, logLevel: Logger.Level) {
         connectTimeoutMs = max(1, config.connectTimeout.wholeMilliseconds)
@@ -58,6 +59,7 @@ struct SessionSettings {
         hashesClientAddress = config.balance == .ipHash
         logsConnections = logLevel <= .info
         splice = config.splice
+        serverKeepAlive = config.serverKeepAlive
     }
 }
 

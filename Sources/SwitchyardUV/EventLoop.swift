@@ -1,6 +1,12 @@
 import CLibUV
 import Synchronization
 
+/// Something to run once more at the end of the current loop iteration, after every I/O callback of
+/// this turn (see `EventLoop.atEndOfTurn`).
+public protocol EndOfTurnTarget: AnyObject {
+    func endOfTurn()
+}
+
 /// One libuv loop and the per-loop resources that go with it (buffer and request pools).
 ///
 /// Everything here runs on the loop's own thread, except `execute(_:)`, the only cross-thread
@@ -16,6 +22,10 @@ public final class EventLoop: @unchecked Sendable {
     private let inbox = Mutex<[@Sendable () -> Void]>([])
     private var wakeup: AsyncWakeup?
     private var finished = false
+    /// Targets waiting for the end of this turn, and the array being run (swapped, no allocation).
+    private var endOfTurn: [any EndOfTurnTarget] = []
+    private var endOfTurnRunning: [any EndOfTurnTarget] = []
+    private var endOfTurnCheck: EndOfTurnCheck?
 
     public init(bufferSize: Int = 64 * 1024) throws(UVError) {
         raw = .allocate(capacity: 1)
@@ -27,7 +37,11 @@ public final class EventLoop: @unchecked Sendable {
         buffers = BufferPool(bufferSize: bufferSize)
         do {
             wakeup = try AsyncWakeup(loop: self)
+            endOfTurnCheck = try EndOfTurnCheck(loop: self)
         } catch {
+            wakeup?.close()
+            wakeup = nil
+            uv_run(raw, UV_RUN_NOWAIT)
             uv_loop_close(raw)
             raw.deallocate()
             throw error
@@ -54,6 +68,23 @@ public final class EventLoop: @unchecked Sendable {
         wakeup?.send()
     }
 
+    /// Calls `target.endOfTurn()` at the end of the current loop iteration, once every I/O callback
+    /// of this turn has run (a `uv_check_t`), holding a strong reference until then. Lets an owner
+    /// see everything one `epoll_wait` reported before it acts, e.g. both ends of a connection
+    /// closing. Loop thread only; a target queued from `endOfTurn()` runs in the same pass.
+    @inline(__always)
+    public func atEndOfTurn(_ target: any EndOfTurnTarget) {
+        endOfTurn.append(target)
+    }
+
+    fileprivate func runEndOfTurn() {
+        while !endOfTurn.isEmpty {
+            swap(&endOfTurn, &endOfTurnRunning)
+            for target in endOfTurnRunning { target.endOfTurn() }
+            endOfTurnRunning.removeAll(keepingCapacity: true)
+        }
+    }
+
     /// Closes the cross-thread wake-up handle so that the loop can run out of handles and return.
     /// Work submitted after this is dropped. Loop thread only.
     public func closeInbox() {
@@ -74,6 +105,9 @@ public final class EventLoop: @unchecked Sendable {
     @discardableResult
     public func finish() -> Bool {
         guard !finished else { return true }
+        runEndOfTurn()
+        endOfTurnCheck?.close()
+        endOfTurnCheck = nil
         // Give close callbacks a chance to run.
         uv_run(raw, UV_RUN_NOWAIT)
         let rc = uv_loop_close(raw)
@@ -110,5 +144,28 @@ private final class AsyncWakeup: UVHandle {
     func send() {
         guard !isClosing else { return }
         uv_async_send(UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_async_t.self))
+    }
+}
+
+/// The loop's `uv_check_t` that runs `atEndOfTurn` targets. Unreferenced: it never keeps the loop
+/// alive by itself; `finish()` closes it.
+private final class EndOfTurnCheck: UVHandle {
+    private unowned let owner: EventLoop
+
+    init(loop: EventLoop) throws(UVError) {
+        owner = loop
+        let h = UnsafeMutablePointer<uv_check_t>.allocate(capacity: 1)
+        let rc = uv_check_init(loop.raw, h)
+        if rc < 0 {
+            h.deallocate()
+            throw UVError(rc)
+        }
+        super.init(loop: loop, handle: asHandle(h))
+        // uv_check_start only fails for a NULL callback.
+        _ = uv_check_start(h) { handle in
+            guard let handle, let data = handle.pointee.data else { return }
+            Unmanaged<EndOfTurnCheck>.fromOpaque(data)._withUnsafeGuaranteedRef { $0.owner.runEndOfTurn() }
+        }
+        setKeepsLoopAlive(false)
     }
 }

@@ -74,6 +74,7 @@ enum ConfigSchema {
             .single("connect_timeout", .positiveDuration, \.connectTimeout),
             .single("idle_timeout", .duration, \.idleTimeout),
             .single("splice", .oneOf(SpliceMode.self), \.splice),
+            .single("server_keepalive", .onOff, \.serverKeepAlive),
             // Health and failover (see HealthSettings for the meaning of each).
             .single("check", .oneOf(HealthCheckKind.self), \.health.check),
             .single("check_interval", .positiveDuration, \.health.checkInterval),

@@ -103,6 +103,10 @@ public struct ServiceConfig: Equatable, Sendable {
     public var idleTimeout: Duration = .seconds(3600)
     /// Zero-copy relay with splice(2): auto, on or off (see SpliceMode; auto measured best).
     public var splice: SpliceMode = .auto
+    /// TCP keepalive on connections to servers (first probe after 60 s idle). Off by default, as
+    /// in HAProxy, nginx and Envoy: it costs two system calls per connection. Client connections
+    /// always have it (inherited from the listening socket, free).
+    public var serverKeepAlive = false
     /// Active probes, passive ejection, failover retries, panic, slow start.
     public var health = HealthSettings()
     /// Line of the `[service NAME]` header.
