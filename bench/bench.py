@@ -476,7 +476,7 @@ log_level = warning
 log_format = text
 max_connections = 100000
 workers = {self.args.workers}
-"""]
+""" + (f"busy_poll = {self.args.busy_poll}\n" if self.args.busy_poll else "")]
         if "iperf" in ports:
             sections.append(f"""[service iperf]
 listen = 127.0.0.1:{ports['iperf']}
@@ -513,11 +513,13 @@ idle_timeout = 0
         bp = self.backend_ports
         # maxconn: 2 fds per proxied connection; 9000 keeps HAProxy's computed fd need under the
         # 20000 open-files limit of this machine while leaving room for the 4000-connection test.
+        # --busy-poll: HAProxy's own busy polling too, for a like-for-like latency comparison.
+        busy = "    busy-polling\n" if self.args.busy_poll else ""
         text = f"""global
     nbthread 1
     maxconn 9000
     pidfile {d}/haproxy.pid
-
+{busy}
 defaults
     mode tcp
     maxconn 9000
@@ -858,6 +860,9 @@ def parse_args(argv):
     ap.add_argument("--latency-requests", type=int, default=None, help="redis GET requests, 1 client (default 30000)")
     ap.add_argument("--connrate-clients", type=int, default=50, help="wrk concurrent connections (default 50)")
     ap.add_argument("--memory-conns", type=int, default=None, help="idle connections held (default 4000)")
+    ap.add_argument("--busy-poll", default=None, metavar="DURATION",
+                    help="Switchyard's [global] busy_poll (e.g. 50us), and HAProxy's busy-polling "
+                    "(default: neither; nginx has no such setting)")
     ap.add_argument("--splice", choices=["auto", "on", "off"], default=None,
                     help="Switchyard's splice value in every service (default: not set, the built-in default)")
     ap.add_argument("--switchyard", dest="switchyard_path", default=None,
@@ -1080,6 +1085,7 @@ def main(argv):
         "rounds": args.rounds,
         "workers": args.workers,
         "splice": args.splice,
+        "busy_poll": args.busy_poll,
         "targets": args.targets,
         "workloads": args.workloads,
         "parameters": P,
@@ -1148,7 +1154,10 @@ def write_results_md(args, report, rows, micro, rawdir):
         f"- Rounds: {report['rounds']} (interleaved: every workload runs through "
         f"{', '.join(report['targets'])} in turn, round after round; the table shows medians over rounds)",
         f"- Switchyard `workers = {report['workers']}`"
-        + (f", `splice = {report['splice']}`" if report.get("splice") else "") + "; HAProxy `nbthread 1`; nginx `worker_processes 1`.",
+        + (f", `splice = {report['splice']}`" if report.get("splice") else "")
+        + (f", `busy_poll = {report['busy_poll']}`" if report.get("busy_poll") else "")
+        + "; HAProxy `nbthread 1`" + (", `busy-polling`" if report.get("busy_poll") else "")
+        + "; nginx `worker_processes 1`.",
         "- **The load generators (iperf3, redis-benchmark, wrk, the Python memory client), the backends and "
         f"the balancer all share the machine's {mi['cores']} cores**: the absolute numbers are far below what "
         "these balancers do with the load generated elsewhere; compare the ratios.",

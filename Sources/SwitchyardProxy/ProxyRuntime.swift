@@ -398,6 +398,9 @@ public final class ProxyRuntime: @unchecked Sendable {
         if (newConfig.global.workers ?? workerCount) != workerCount && newConfig.global.workers != nil {
             logger.warning("reload: a change of workers takes effect at the next start")
         }
+        if newConfig.global.busyPoll != config.global.busyPoll {
+            logger.warning("reload: a change of busy_poll takes effect at the next start")
+        }
         if newConfig.global.logLevel != config.global.logLevel || newConfig.global.logFormat != config.global.logFormat {
             logger.warning("reload: a change of log_level or log_format takes effect at the next start")
         }

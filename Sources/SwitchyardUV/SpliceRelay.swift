@@ -394,6 +394,7 @@ final class SocketPoll: UVHandle {
 private let socketPollCallback: uv_poll_cb = { handle, status, events in
     guard let handle, let data = handle.pointee.data else { return }
     let me = Unmanaged<SocketPoll>.fromOpaque(data).takeUnretainedValue()
+    me.loop.ioActivity &+= 1
     guard !me.isClosing, let relay = me.relay else { return }
     relay.pollFired(me, status: status, events: events)
 }

@@ -47,6 +47,7 @@ public final class TCPListener: UVHandle {
             try UVError.check(uv_listen(asStream(tcp), backlog) { server, status in
                 guard let server, let data = server.pointee.data else { return }
                 let me = Unmanaged<TCPListener>.fromOpaque(data).takeUnretainedValue()
+                me.loop.ioActivity &+= 1
                 if status < 0 {
                     me.onError?(me, UVError(status))
                 } else {

@@ -35,6 +35,8 @@ public final class TCPStream: UVHandle {
     /// The loop's buffer pool, unretained: the loop (and so its pool) outlives every handle on it.
     private unowned(unsafe) let pool: BufferPool
     private unowned(unsafe) let writeRequests: RequestPool<uv_write_t>
+    /// The loop, unretained, for the per-event activity count (see `EventLoop.run`).
+    fileprivate unowned(unsafe) let eventLoop: EventLoop
     /// Bytes of pool buffers pinned by writes that have not completed yet.
     public private(set) var queuedBytes = 0
     /// Above this many queued bytes the relay stops reading the other side.
@@ -62,6 +64,7 @@ public final class TCPStream: UVHandle {
         }
         pool = loop.buffers
         writeRequests = loop.writeRequests
+        eventLoop = loop
         super.init(loop: loop, handle: asHandle(h))
     }
 
@@ -140,6 +143,7 @@ public final class TCPStream: UVHandle {
                     return
                 }
                 let me = Unmanaged<TCPStream>.fromOpaque(data).takeUnretainedValue()
+                me.loop.ioActivity &+= 1
                 me.loop.connectRequests.give(req)
                 if status == UVError.canceled.code { return }
                 me.delegate?.stream(me, didConnect: status < 0 ? UVError(status) : nil)
@@ -299,6 +303,7 @@ private let tcpAllocCallback: uv_alloc_cb = { handle, _, buf in
 private let tcpReadCallback: uv_read_cb = { stream, nread, buf in
     guard let stream, let data = stream.pointee.data else { return }
     Unmanaged<TCPStream>.fromOpaque(data)._withUnsafeGuaranteedRef { me in
+        me.eventLoop.ioActivity &+= 1
         me.handleRead(nread, UnsafeMutableRawPointer(buf?.pointee.base))
     }
 }
@@ -306,6 +311,7 @@ private let tcpReadCallback: uv_read_cb = { stream, nread, buf in
 private let tcpWriteCallback: uv_write_cb = { req, status in
     guard let req, let streamHandle = req.pointee.handle, let data = streamHandle.pointee.data else { return }
     Unmanaged<TCPStream>.fromOpaque(data)._withUnsafeGuaranteedRef { me in
+        me.eventLoop.ioActivity &+= 1
         me.handleWriteDone(req, status: status)
     }
 }

@@ -138,6 +138,8 @@ extension INIParserTests {
             ("2s500ms", .milliseconds(2500)),
             ("1h2m3s4ms", .milliseconds(3_723_004)),
             ("90s", .seconds(90)),
+            ("50us", .microseconds(50)),
+            ("1ms500us", .microseconds(1500)),
         ])
         func valid(text: String, expected: Duration) {
             #expect(parseDuration(text) == expected)
@@ -145,7 +147,7 @@ extension INIParserTests {
 
         @Test(arguments: [
             "", "5x", "5", "-1s", "1.5s", "s", "ms", "2 s", " 2s", "2s ", "30s1m", "1s1s", "2S", "1d",
-            "99999999999999999999h", "9223372036854775807h", "1m30", "0x10s",
+            "99999999999999999999h", "9223372036854775807h", "1m30", "0x10s", "us", "500us1ms", "5µs",
         ])
         func invalid(text: String) {
             #expect(parseDuration(text) == nil)

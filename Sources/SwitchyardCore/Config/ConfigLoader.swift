@@ -63,6 +63,7 @@ enum ConfigSchema {
             .single("max_connections", .positiveInt, \.maxConnections),
             .single("admin_token", .optionalText, \.adminToken),
             .single("drain_timeout", .duration, \.drainTimeout),
+            .single("busy_poll", .busyPollWindow, \.busyPoll),
         ]
     }
 
@@ -193,6 +194,17 @@ extension ValueParser where V == Duration {
     static var duration: ValueParser {
         .simple(kind: "duration", expected: durationExamples, parseDuration)
     }
+    /// `busy_poll`: 0 (off) up to 10ms; spinning longer than that only burns CPU.
+    static var busyPollWindow: ValueParser {
+        ValueParser { value, key throws(ValueError) in
+            let duration = try ValueParser.duration.parse(value, key)
+            guard duration <= .milliseconds(10) else {
+                throw ValueError("bad duration \"\(value)\" for \(key) (at most 10ms; e.g. 50us)")
+            }
+            return duration
+        }
+    }
+
     static var positiveDuration: ValueParser {
         ValueParser { value, key throws(ValueError) in
             let duration = try ValueParser.duration.parse(value, key)

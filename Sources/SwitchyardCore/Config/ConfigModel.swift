@@ -72,6 +72,9 @@ public struct GlobalConfig: Equatable, Sendable {
     public var adminToken: String? = nil
     /// On SIGTERM/SIGINT: how long established connections may finish before they are closed.
     public var drainTimeout: Duration = .seconds(30)
+    /// After a loop turn that handled I/O, keep polling without sleeping for this long before
+    /// blocking (`.zero`: off). Trades CPU for latency (see `EventLoop.busyPoll`).
+    public var busyPoll: Duration = .zero
 
     public init() {}
 }

@@ -3,7 +3,8 @@
 
 // MARK: - Public parsers
 
-/// `250ms`, `2s`, `5m`, `1h`, combined largest unit first (`1h30m`, `1m30s`, `2s500ms`), or plain `0`.
+/// `50us`, `250ms`, `2s`, `5m`, `1h`, combined largest unit first (`1h30m`, `1m30s`, `2s500ms`), or
+/// plain `0`.
 /// Units are lowercase; a bare number other than 0 is refused (ambiguous). nil if bad.
 public func parseDuration(_ text: String) -> Duration? {
     let bytes = Array(text.utf8)
@@ -18,23 +19,24 @@ public func parseDuration(_ text: String) -> Duration? {
         var j = afterNumber
         while j < bytes.count, bytes[j] >= UInt8(ascii: "a"), bytes[j] <= UInt8(ascii: "z") { j += 1 }
         let rank: Int
-        let millis: Int64
+        let micros: Int64
         switch String(decoding: bytes[afterNumber..<j], as: UTF8.self) {
-        case "ms": (rank, millis) = (0, 1)
-        case "s": (rank, millis) = (1, 1000)
-        case "m": (rank, millis) = (2, 60_000)
-        case "h": (rank, millis) = (3, 3_600_000)
+        case "us": (rank, micros) = (0, 1)
+        case "ms": (rank, micros) = (1, 1000)
+        case "s": (rank, micros) = (2, 1_000_000)
+        case "m": (rank, micros) = (3, 60_000_000)
+        case "h": (rank, micros) = (4, 3_600_000_000)
         default: return nil
         }
         guard rank < lastRank else { return nil }  // `30s1m`, `1s1s`
         lastRank = rank
-        let (part, o1) = number.multipliedReportingOverflow(by: millis)
+        let (part, o1) = number.multipliedReportingOverflow(by: micros)
         let (sum, o2) = total.addingReportingOverflow(part)
         guard !o1, !o2 else { return nil }
         total = sum
         i = j
     }
-    return .milliseconds(total)
+    return .microseconds(total)
 }
 
 /// `0.0.0.0:6432`, `[::]:6432`, `[::1]:80`, `db.local:5432`. HOST is an IPv4 literal, a bracketed IPv6
