@@ -106,10 +106,18 @@ class Managed:
         except OSError:
             return ""
 
+    def signal_group(self, sig):
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
     def stop(self, timeout=5.0):
         if self.proc is None:
             return
         if self.proc.poll() is None:
+            self.signal_group(signal.SIGCONT)  # it may be paused (see Env.pause_all_but)
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
             except ProcessLookupError:
@@ -459,6 +467,15 @@ http {{
         self.balancers[name] = m
         self.ports[name] = {k: ports.get(k) for k in ("iperf", "redis", "http")}
         return m
+
+    def pause_all_but(self, current):
+        """With --busy-poll, only the balancer being measured runs; the others are stopped
+        (SIGSTOP), since HAProxy's busy-polling spins a core even when idle and would take it
+        from whoever is measured. `current` None (direct) pauses them all."""
+        if not self.args.busy_poll:
+            return
+        for name, m in self.balancers.items():
+            m.signal_group(signal.SIGCONT if name == current else signal.SIGSTOP)
 
     def restart_balancer(self, name):
         old = self.balancers.pop(name, None)
@@ -1023,6 +1040,7 @@ def main(argv):
                         log(f"  ! {msg}")
                         env.restart_balancer(t)
                     env.check_backends()
+                    env.pause_all_but(t if t != "direct" else None)
                     tag = f"r{rnd}-{w}-{t}"
                     t0 = time.time()
                     try:
