@@ -46,9 +46,8 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
     private var lastActivity: UInt64
     private var clientEOF = false
     private var upstreamEOF = false
-    private var clientShutDown = false   // our write side towards the client is shut
-    private var upstreamShutDown = false
-    private var clientShutdownStarted = false   // shut now, or once its queued writes flush
+    /// Our write side towards that peer is shut, or will be once its queued writes flush.
+    private var clientShutdownStarted = false
     private var upstreamShutdownStarted = false
     /// An EOF waits for the end of the loop turn (`endOfTurn`).
     private var eofForwardPending = false
@@ -300,7 +299,7 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
         if clientEOF && !upstreamShutdownStarted {
             upstreamShutdownStarted = true
             do {
-                if try upstream.shutdown() { upstreamShutDown = true }
+                try upstream.shutdown()
             } catch {
                 fail(side: upstream, error)
                 return
@@ -309,7 +308,7 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
         if upstreamEOF && !clientShutdownStarted {
             clientShutdownStarted = true
             do {
-                if try client.shutdown() { clientShutDown = true }
+                try client.shutdown()
             } catch {
                 fail(side: client, error)
             }
@@ -317,7 +316,9 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
     }
 
     /// Both directions have ended and every byte read has been handed to the kernel: closing sends
-    /// the FIN a shutdown would (after the data), one system call and one loop turn sooner.
+    /// the FIN a shutdown would (after the data), one system call and one loop turn sooner. Checked
+    /// at the end of a turn with an EOF and when a deferred shutdown completes (its queue is empty
+    /// then, and a side shut down at once had an empty queue already).
     private func finishIfBothEnded() -> Bool {
         guard clientEOF && upstreamEOF, client.queuedBytes == 0, upstream?.queuedBytes ?? 0 == 0 else { return false }
         finish("closed")
@@ -326,12 +327,7 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
 
     func streamDidShutdown(_ stream: TCPStream) {
         guard phase == .relaying else { return }
-        if stream.tag == Self.clientTag { clientShutDown = true } else { upstreamShutDown = true }
-        if clientShutDown && upstreamShutDown {
-            finish("closed")
-        } else {
-            _ = finishIfBothEnded()
-        }
+        _ = finishIfBothEnded()
     }
 
     func stream(_ stream: TCPStream, didFail error: UVError) {
@@ -447,8 +443,6 @@ extension ProxySession: SpliceRelayDelegate {
 
     func relayDidFinish(_ relay: SpliceRelay) {
         guard phase == .relaying else { return }
-        clientShutDown = true
-        upstreamShutDown = true
         finish("closed")
     }
 

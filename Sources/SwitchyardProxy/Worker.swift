@@ -118,8 +118,7 @@ final class Worker: @unchecked Sendable {
         self.id = id
         self.runtime = runtime
         self.loop = try EventLoop()
-        let (seconds, attoseconds) = runtime.config.global.busyPoll.components
-        loop.busyPollNanoseconds = UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
+        loop.busyPollNanoseconds = runtime.config.global.busyPoll.wholeNanoseconds
         var logger = logger
         if runtime.workerCount > 1 { logger[metadataKey: "worker"] = "\(id)" }
         self.logger = logger

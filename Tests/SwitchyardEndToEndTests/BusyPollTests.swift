@@ -12,11 +12,7 @@ struct BusyPollTests {
         let tids = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
         var states: [String: String] = [:]
         for tid in tids {
-            guard let handle = FileHandle(forReadingAtPath: "\(dir)/\(tid)/stat") else { continue }
-            defer { try? handle.close() }
-            guard let data = try? handle.readToEnd(), let text = String(data: data, encoding: .utf8),
-                  let close = text.lastIndex(of: ")")
-            else { continue }
+            guard let text = readProcFile("\(dir)/\(tid)/stat"), let close = text.lastIndex(of: ")") else { continue }
             // `PID (name) STATE …`: the state follows the name, which may contain spaces.
             let rest = text[text.index(after: close)...].split(separator: " ")
             if let state = rest.first { states[tid] = String(state) }

@@ -15,10 +15,7 @@ struct KeepAliveTests {
     }
 
     private func tcpRows() -> [TCPRow] {
-        // Read to the end: a /proc file reports size 0, and it is long when many sockets linger.
-        guard let handle = FileHandle(forReadingAtPath: "/proc/net/tcp") else { return [] }
-        defer { try? handle.close() }
-        guard let data = try? handle.readToEnd(), let text = String(data: data, encoding: .utf8) else { return [] }
+        guard let text = readProcFile("/proc/net/tcp") else { return [] }
         return text.split(separator: "\n").dropFirst().compactMap { line in
             let f = line.split(separator: " ", omittingEmptySubsequences: true)
             guard f.count > 5,

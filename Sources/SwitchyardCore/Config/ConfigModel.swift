@@ -135,6 +135,13 @@ public struct SwitchyardConfig: Equatable, Sendable {
 }
 
 extension Duration {
+    /// Whole nanoseconds (0 for a negative duration).
+    public var wholeNanoseconds: UInt64 {
+        let (seconds, attoseconds) = components
+        if seconds < 0 { return 0 }
+        return UInt64(seconds) * 1_000_000_000 + UInt64(attoseconds / 1_000_000_000)
+    }
+
     /// Whole milliseconds, rounded up so that a non-zero duration never becomes 0 (libuv timers are in ms).
     public var wholeMilliseconds: UInt64 {
         let (seconds, attoseconds) = components
