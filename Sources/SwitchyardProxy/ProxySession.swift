@@ -61,6 +61,13 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
     private var spliceMode: SpliceMode
     private var splice: SpliceRelay?
     private var spliceWanted = false
+    /// The client's first bytes, read as soon as it was accepted (a pool buffer and its length):
+    /// written to the server when the connect completes.
+    private var earlyData: (buffer: UnsafeMutableRawPointer, count: Int)?
+    /// The server has sent something (its first read looks for an end right behind it).
+    private var upstreamSpoke = false
+    /// `start` has run; the first connect waits for the end of the loop turn.
+    private var startPending = false
 
     init(id: UInt64, client: TCPStream, service: WorkerService, worker: Worker) {
         self.id = id
@@ -94,7 +101,31 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
             finish("error", error: error.description)
             return
         }
-        connectNext()
+        // The connect waits for the end of this loop turn: the other events of the batch are
+        // handled first, which gives the client time to send its first bytes.
+        startPending = true
+        client.loop.atEndOfTurn(self)
+    }
+
+    /// Client-first protocols (HTTP, Redis, PostgreSQL, TLS) usually have their first bytes in the
+    /// socket by the time it is accepted: reading them now lets the connect to the server carry
+    /// them with its handshake ACK (one segment fewer). Nothing there (server-first protocols,
+    /// or a client that is slower) costs one read that finds nothing; an end of stream is left
+    /// for the relay to read again.
+    private func readEarlyData() {
+        let pool = client.loop.buffers
+        let buffer = pool.take()
+        do {
+            if let n = try client.readNow(into: buffer, capacity: pool.bufferSize), n > 0 {
+                earlyData = (buffer, n)
+                return
+            }
+        } catch {
+            pool.give(buffer)
+            fail(side: client, error)
+            return
+        }
+        pool.give(buffer)
     }
 
     /// Failover: each attempt goes to a server not yet tried for this client; once every candidate
@@ -125,11 +156,12 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
             return
         }
         do {
-            let upstream = try TCPStream(loop: client.loop)
+            let upstream = try TCPStream(loop: client.loop, family: earlyData == nil ? nil : address.family)
             upstream.tag = Self.upstreamTag
             upstream.delegate = self
             self.upstream = upstream
             openStreams += 1
+            if earlyData != nil { try upstream.setDelayedHandshakeAck() }
             connectStartedAt = client.loop.now
             try upstream.connect(to: address)
             // Reading is armed with the connect, so that one epoll_ctl registers both (libuv
@@ -219,6 +251,11 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
             finish("error", error: error.description)
             return
         }
+        if let (buffer, count) = earlyData {
+            earlyData = nil
+            self.stream(client, didRead: buffer, count: count)
+            guard phase == .relaying else { return }
+        }
         if spliceMode == .on { switchToSplice() }  // splice hook
         if idleTimeoutMs > 0 {
             timer?.start(timeout: idleTimeoutMs)
@@ -234,6 +271,7 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
         }
         lastActivity = stream.now
         let target: TCPStream
+        var behind = AfterFirstAnswer.nothing
         if stream.tag == Self.clientTag {
             bytesIn &+= UInt64(count)
             serverStats?.bytesFromClients.add(UInt64(count))
@@ -242,16 +280,72 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
             bytesOut &+= UInt64(count)
             serverStats?.bytesToClients.add(UInt64(count))
             target = client
+            if !upstreamSpoke {
+                upstreamSpoke = true
+                if count < stream.loop.buffers.bufferSize {
+                    behind = lookBehindFirstAnswer(upstream)
+                    if case .failed = behind {
+                        stream.loop.buffers.give(buffer)
+                        return
+                    }
+                }
+            }
         }
-        if let error = target.write(buffer: buffer, count: count) {
+        if let error = target.write(buffer: buffer, count: count, endFollows: behind == .end) {
             fail(side: target, error)
             return
+        }
+        switch behind {
+        case .end:
+            // libuv has not seen this end: its reading stops here, and the EOF goes the usual way
+            // (end of this loop turn), where the shutdown or close sends the FIN with the answer.
+            upstream.stopReading()
+            streamDidReachEOF(upstream)
+            return
+        case .more(let spare, let n):
+            self.stream(upstream, didRead: spare, count: n)
+            return
+        case .nothing, .failed:
+            break
         }
         if target.isAboveHighWaterMark {
             stream.stopReading()
         }
         // splice hook: a read that fills a whole buffer looks like bulk (HAProxy's splice-auto).
         if spliceMode == .auto && (spliceWanted || count == stream.loop.buffers.bufferSize) { switchToSplice() }
+    }
+
+    private enum AfterFirstAnswer: Equatable {
+        case nothing, end, failed
+        case more(UnsafeMutableRawPointer, Int)
+    }
+
+    /// A server that answers and closes at once (HTTP with `Connection: close`, health checks,
+    /// one-shot protocols) has usually sent its FIN right behind its first answer. One more read
+    /// after that answer finds it, and the answer then goes to the client with our FIN in the same
+    /// segment: up to three segments fewer on the client side (our FIN, and the client's separate
+    /// ACKs of the answer and of the FIN), and no loop turn spent on the EOF. A server that keeps
+    /// the connection open (Redis, PostgreSQL, …) costs one read that finds nothing, once per
+    /// connection. `.more` hands over a pool buffer with what came next.
+    private func lookBehindFirstAnswer(_ upstream: TCPStream) -> AfterFirstAnswer {
+        let pool = client.loop.buffers
+        let spare = pool.take()
+        do {
+            switch try upstream.readNow(into: spare, capacity: pool.bufferSize) {
+            case .some(0):
+                pool.give(spare)
+                return .end
+            case .some(let n):
+                return .more(spare, n)
+            case .none:
+                pool.give(spare)
+                return .nothing
+            }
+        } catch {
+            pool.give(spare)
+            fail(side: upstream, error)
+            return .failed
+        }
     }
 
     func streamDidDrain(_ stream: TCPStream) {
@@ -293,6 +387,13 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
     /// End of the loop turn in which an EOF was read: passes each EOF on as a shutdown of the other
     /// side once its queued writes are flushed, or closes both when both directions have ended.
     func endOfTurn() {
+        if startPending {
+            startPending = false
+            guard phase == .connecting else { return }
+            readEarlyData()
+            connectNext()
+            return
+        }
         eofForwardPending = false
         guard phase == .relaying, let upstream else { return }
         if finishIfBothEnded() { return }
@@ -364,6 +465,10 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
         endError = error
         timer?.close()
         timer = nil
+        if let (buffer, _) = earlyData {
+            earlyData = nil
+            client.loop.buffers.give(buffer)
+        }
         if let server {
             if wasConnecting && attemptIsTrial { service.shared.cancelTrial(server) }
             service.shared.release(server)

@@ -54,10 +54,17 @@ public final class TCPStream: UVHandle {
 
     var stream: UnsafeMutablePointer<uv_stream_t> { asStream(tcp) }
 
-    /// A new, unconnected TCP handle on `loop`.
-    public init(loop: EventLoop) throws(UVError) {
+    /// A new, unconnected TCP handle on `loop`. With a `family`, the socket is created at once
+    /// (`uv_tcp_init_ex`) so that options can be set before `connect`; otherwise libuv creates it
+    /// in `connect` (or `accept`).
+    public init(loop: EventLoop, family: SocketAddress.Family? = nil) throws(UVError) {
         let h = UnsafeMutablePointer<uv_tcp_t>.allocate(capacity: 1)
-        let rc = uv_tcp_init(loop.raw, h)
+        let rc: Int32
+        if let family {
+            rc = uv_tcp_init_ex(loop.raw, h, UInt32(family == .ipv6 ? AF_INET6 : AF_INET))
+        } else {
+            rc = uv_tcp_init(loop.raw, h)
+        }
         if rc < 0 {
             h.deallocate()
             throw UVError(rc)
@@ -100,6 +107,18 @@ public final class TCPStream: UVHandle {
             || setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, size) != 0
             || setsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPIDLE, &idle, size) != 0
         {
+            throw UVError(-errno)
+        }
+    }
+
+    /// Turns `TCP_QUICKACK` off before `connect`: the kernel then holds back the ACK that completes
+    /// the handshake and sends it with the first data segment (HAProxy's `tcp-smart-connect`).
+    /// Only for a connection whose first bytes are already in hand: with nothing to send, the
+    /// server would wait for the delayed ACK (up to 200 ms) before it sees the connection.
+    public func setDelayedHandshakeAck() throws(UVError) {
+        let fd = try fileDescriptor()
+        var zero: Int32 = 0
+        if setsockopt(fd, Int32(IPPROTO_TCP), TCP_QUICKACK, &zero, socklen_t(MemoryLayout<Int32>.size)) != 0 {
             throw UVError(-errno)
         }
     }
@@ -164,6 +183,20 @@ public final class TCPStream: UVHandle {
         isReading = true
     }
 
+    /// Reads what the kernel already holds into `buffer`, bypassing libuv: the byte count, 0 at end
+    /// of stream, nil when nothing is there (EAGAIN). Only where it cannot race libuv's own reads:
+    /// before reading is started, or from inside this stream's read callback.
+    public func readNow(into buffer: UnsafeMutableRawPointer, capacity: Int) throws(UVError) -> Int? {
+        let fd = try fileDescriptor()
+        while true {
+            let n = Glibc.read(fd, buffer, capacity)
+            if n >= 0 { return n }
+            if errno == EINTR { continue }
+            if errno == EAGAIN || errno == EWOULDBLOCK { return nil }
+            throw UVError(-errno)
+        }
+    }
+
     /// Stops reading (idempotent), e.g. while the other side's queue is above its high-water mark.
     public func stopReading() {
         guard isReading else { return }
@@ -203,12 +236,17 @@ public final class TCPStream: UVHandle {
     /// Writes `count` bytes of `buffer`, a pool buffer whose ownership passes to the stream: it goes
     /// back to the pool once written. Tries a synchronous write first; queues the rest. Returns an
     /// error if the write failed at once (the buffer is back in the pool then too).
+    ///
+    /// `endFollows`: this stream's write side will be shut down (or closed) in this loop turn, before
+    /// anything else is written: the bytes are sent with `MSG_MORE`, so that the kernel sends them
+    /// together with the FIN in one segment instead of two (HAProxy does the same). Never set it
+    /// otherwise: the bytes would wait for the next write.
     @discardableResult
-    public func write(buffer: UnsafeMutableRawPointer, count: Int) -> UVError? {
+    public func write(buffer: UnsafeMutableRawPointer, count: Int, endFollows: Bool = false) -> UVError? {
         var buf = uv_buf_init(buffer.assumingMemoryBound(to: CChar.self), UInt32(count))
         var offset = 0
         if queuedBytes == 0 {
-            let n = uv_try_write(stream, &buf, 1)
+            let n = endFollows ? sendMore(buffer, count) : uv_try_write(stream, &buf, 1)
             if n == count {
                 pool.give(buffer)
                 return nil
@@ -232,6 +270,20 @@ public final class TCPStream: UVHandle {
         queuedBytes += pool.bufferSize
         if queuedBytes > highWaterMark { drainPending = true }
         return nil
+    }
+
+    /// `send(2)` with `MSG_MORE` when libuv has nothing queued (as `uv_try_write` would write):
+    /// the count sent or a negative libuv error code.
+    private func sendMore(_ buffer: UnsafeMutableRawPointer, _ count: Int) -> Int32 {
+        guard uv_stream_get_write_queue_size(stream) == 0, let fd = try? fileDescriptor() else {
+            return UVError.again.code
+        }
+        while true {
+            let n = send(fd, buffer, count, Int32(MSG_MORE) | Int32(MSG_NOSIGNAL))
+            if n >= 0 { return Int32(n) }
+            if errno == EINTR { continue }
+            return errno == EAGAIN || errno == EWOULDBLOCK ? UVError.again.code : -errno
+        }
     }
 
     /// True while queued writes are above the high-water mark.

@@ -6,20 +6,6 @@ import Testing
 
 @Suite("Busy polling")
 struct BusyPollTests {
-    /// The scheduler state (R, S, …) of each of the process's threads.
-    private func threadStates(_ pid: Int32) -> [String: String] {
-        let dir = "/proc/\(pid)/task"
-        let tids = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
-        var states: [String: String] = [:]
-        for tid in tids {
-            guard let text = readProcFile("\(dir)/\(tid)/stat"), let close = text.lastIndex(of: ")") else { continue }
-            // `PID (name) STATE …`: the state follows the name, which may contain spaces.
-            let rest = text[text.index(after: close)...].split(separator: " ")
-            if let state = rest.first { states[tid] = String(state) }
-        }
-        return states
-    }
-
     @Test("busy_poll = 500us relays traffic, then every thread sleeps once it stops")
     func pollsThenSleeps() throws {
         let echo = try Backend(name: "echo", behavior: .echo)
@@ -42,7 +28,7 @@ struct BusyPollTests {
         // same moment. A loop stuck polling would stay in state R.
         var states: [String: String] = [:]
         let slept = (try? waitUntil("every switchyard thread asleep", timeout: .seconds(5)) {
-            states = threadStates(proxy.pid)
+            states = threadStates(pid: proxy.pid)
             return !states.isEmpty && states.values.allSatisfy { $0 == "S" }
         }) != nil
         #expect(slept, "thread states while idle: \(states)")

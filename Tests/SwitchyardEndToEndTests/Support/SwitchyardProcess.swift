@@ -39,7 +39,8 @@ enum TestConfig {
         servers: [String],
         listeners: Int = 1,
         connectTimeout: String = "2s",
-        idleTimeout: String = "1h"
+        idleTimeout: String = "1h",
+        extra: [String] = []
     ) -> String {
         var text = "[service \(name)]\n"
         for _ in 0..<listeners { text += "listen = 127.0.0.1:0\n" }
@@ -48,6 +49,7 @@ enum TestConfig {
         text += "connect_timeout = \(connectTimeout)\n"
         text += "idle_timeout = \(idleTimeout)\n"
         if let splice { text += "splice = \(splice)\n" }
+        for line in extra { text += line + "\n" }
         text += "\n"
         return text
     }

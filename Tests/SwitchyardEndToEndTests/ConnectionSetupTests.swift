@@ -1,0 +1,106 @@
+// Connection set-up shortcuts, seen from the client and the server: a client's first bytes that
+// are already waiting when switchyard accepts (read at once, sent with the connect's handshake
+// ACK), and a server's first answer with its end right behind (sent to the client with the FIN).
+// Whatever the timing, every byte and every end must arrive, in order.
+import Foundation
+import Glibc
+import Testing
+
+@Suite("Connection set-up")
+struct ConnectionSetupTests {
+    /// Stops switchyard (SIGSTOP) and waits until every thread is stopped, so that connections made
+    /// now wait in the kernel's accept queue, with whatever their clients send.
+    private func pause(_ proxy: SwitchyardProcess) throws {
+        proxy.child.signal(SIGSTOP)
+        try waitUntil("every switchyard thread stopped", timeout: .seconds(5)) {
+            let states = threadStates(pid: proxy.pid)
+            return !states.isEmpty && states.values.allSatisfy { $0 == "T" || $0 == "t" }
+        }
+    }
+
+    @Test("A request sent before switchyard accepted reaches the server, after a refused first attempt too, and the reply comes back")
+    func bytesWaitingAtAccept() throws {
+        let requestSize = 3000
+        let replySize = 20_000
+        let refusing = try RefusingPort()
+        defer { refusing.close() }
+        let backend = try Backend(name: "replier", behavior: .replyAfterEOF(replyBytes: replySize))
+        defer { backend.stop() }
+        // Smooth weighted round robin picks the heavier server first: the refusing one, so the
+        // first client's connect fails and is retried on the replier with the same bytes. No
+        // probes: they would take the refusing server down before any client tries it.
+        let proxy = try SwitchyardProcess(config: TestConfig.global(logLevel: "debug") + TestConfig.service(
+            "early", balance: "round_robin",
+            servers: ["refusing 127.0.0.1:\(refusing.port) weight=100", "replier \(backend.address) weight=1"],
+            extra: ["check = none"]))
+        defer { proxy.stop() }
+        let port = try proxy.port("early")
+
+        try pause(proxy)
+        var resumed = false
+        defer { if !resumed { proxy.child.signal(SIGCONT) } }
+        var clients: [(client: TestClient, seed: UInt64)] = []
+        for i in 0..<3 {
+            let client = try TestClient(port: port)
+            let seed = 0xEA_0000 + UInt64(i)
+            try client.send(PayloadStream.bytes(seed: seed, count: requestSize))
+            if i > 0 { try client.shutdownWrite() }  // the first keeps its write side open a while
+            clients.append((client, seed))
+        }
+        proxy.child.signal(SIGCONT)
+        resumed = true
+
+        try clients[0].client.shutdownWrite()
+        for (client, seed) in clients {
+            let requestChecksum = PayloadStream.checksum(seed: seed, count: requestSize)
+            let (bytes, end) = try client.readToEnd(timeout: .seconds(10))
+            #expect(bytes.count == replySize, "client \(seed): \(bytes.count) of \(replySize) reply bytes")
+            #expect(bytes == PayloadStream.bytes(seed: requestChecksum, count: replySize),
+                    "client \(seed): the reply answers a different request: its bytes were altered")
+            #expect(end == .eof)
+            client.close()
+        }
+        let records = try waitFor("3 finished connections with data", timeout: .seconds(5)) {
+            let relayed = backend.finishedConnections.filter { $0.bytesReceived > 0 || $0.sawEOF }
+            return relayed.count >= 3 ? relayed : nil
+        }
+        for record in records {
+            #expect(record.bytesReceived == requestSize, "\(record)")
+            #expect(record.sawEOF, "\(record)")
+        }
+        #expect(proxy.logLines.contains { $0.message == "connect failed" && $0["server"] == "refusing" },
+                "the refused first attempt (and so the retry with the bytes in hand) did happen")
+    }
+
+    /// 100 bytes: one read, with the server's FIN usually right behind it. 300 000 bytes: the first
+    /// read may be short with more already behind it, which must follow it in order.
+    @Test("A server that answers at once and half-closes: the client gets the answer and the end, and can still send", arguments: [100, 300_000])
+    func answerThenEnd(answerSize: Int) throws {
+        let answerSeed: UInt64 = 0xA45_0000 + UInt64(answerSize)
+        let backend = try Backend(name: "greeter", behavior: .bulk(sendBytes: answerSize, seed: answerSeed))
+        defer { backend.stop() }
+        let proxy = try SwitchyardProcess(config: TestConfig.global() + TestConfig.service(
+            "greet", servers: ["greeter \(backend.address)"]))
+        defer { proxy.stop() }
+
+        let client = try TestClient(port: try proxy.port("greet"))
+        defer { client.close() }
+        let (bytes, end) = try client.readToEnd(timeout: .seconds(10))
+        #expect(bytes.count == answerSize, "\(bytes.count) of \(answerSize) bytes before the end")
+        #expect(bytes == PayloadStream.bytes(seed: answerSeed, count: answerSize), "the answer arrived altered")
+        #expect(end == .eof, "the server's half-close reached the client as \(end)")
+
+        // The other direction is still open: the server reads everything the client sends.
+        let requestSeed: UInt64 = 0x5E_0001
+        let requestSize = 50_000
+        try client.send(PayloadStream.bytes(seed: requestSeed, count: requestSize))
+        try client.shutdownWrite()
+        let record = try backend.waitForRelayedConnection()
+        #expect(record.bytesReceived == requestSize, "\(record)")
+        #expect(record.receivedChecksum == PayloadStream.checksum(seed: requestSeed, count: requestSize))
+        #expect(record.sawEOF, "\(record)")
+        let line = try proxy.waitForConnectionClosed(client: client.localAddress)
+        #expect(line["end"] == "closed", "\(line)")
+        #expect(line["bytes_out"] == "\(answerSize)" && line["bytes_in"] == "\(requestSize)", "\(line)")
+    }
+}
