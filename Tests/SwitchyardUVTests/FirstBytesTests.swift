@@ -16,39 +16,11 @@ private func segmentsSent(_ stream: TCPStream) throws -> UInt32 {
     return info.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 136, as: UInt32.self) }
 }
 
-/// A connected pair on one loop: `client` (connected by us) and `server` (accepted), neither
-/// reading yet.
-private func connectedPair(_ loop: EventLoop) throws -> (client: TCPStream, clientSide: Recorder,
-                                                         server: TCPStream, serverSide: Recorder,
-                                                         listener: TCPListener) {
-    var accepted: TCPStream?
-    let listener = try TCPListener(loop: loop, address: SocketAddress(ip: "127.0.0.1", port: 0)) { l in
-        accepted = try? l.accept()
-    }
-    let client = try TCPStream(loop: loop, family: .ipv4)
-    let clientSide = Recorder()
-    client.delegate = clientSide
-    try client.connect(to: listener.boundAddress)
-    runLoop(loop) { clientSide.connected != nil && accepted != nil }
-    #expect(clientSide.connected == .some(nil))
-    let server = try #require(accepted)
-    let serverSide = Recorder()
-    server.delegate = serverSide
-    return (client, clientSide, server, serverSide, listener)
-}
-
-private func closeAll(_ loop: EventLoop, _ streams: [TCPStream], _ recorders: [Recorder], _ listener: TCPListener) {
-    for stream in streams { stream.close() }
-    listener.close()
-    runLoop(loop) { recorders.allSatisfy(\.closed) }
-    #expect(loop.buffers.outstanding == 0, "every buffer went back to the pool")
-    closeLoop(loop)
-}
-
 @Suite struct FirstBytesTests {
     @Test func readNowFindsNothingThenTheBytesThenTheEndWhichLibuvStillSees() throws {
         let loop = try EventLoop()
-        let (client, clientSide, server, serverSide, listener) = try connectedPair(loop)
+        let pair = try ConnectedPair(loop, clientFamily: .ipv4)
+        let (client, server, serverSide) = (pair.client, pair.server, pair.serverSide)
         var buffer = [UInt8](repeating: 0, count: 64)
 
         #expect(try buffer.withUnsafeMutableBytes { try server.readNow(into: $0.baseAddress!, capacity: 64) } == nil,
@@ -75,13 +47,14 @@ private func closeAll(_ loop: EventLoop, _ streams: [TCPStream], _ recorders: [R
         runLoop(loop) { serverSide.eof }
         #expect(serverSide.received.isEmpty)
 
-        closeAll(loop, [client, server], [clientSide, serverSide], listener)
+        pair.closeAll(loop)
     }
 
     @Test(arguments: [true, false])
     func bytesWrittenWithEndFollowingLeaveWithTheFIN(endFollows: Bool) throws {
         let loop = try EventLoop()
-        let (client, clientSide, server, serverSide, listener) = try connectedPair(loop)
+        let pair = try ConnectedPair(loop)
+        let (client, clientSide, server) = (pair.client, pair.clientSide, pair.server)
         try client.startReading()
         try server.setNoDelay(true)
         let before = try segmentsSent(server)
@@ -99,6 +72,6 @@ private func closeAll(_ loop: EventLoop, _ streams: [TCPStream], _ recorders: [R
         #expect(sent == (endFollows ? 1 : 2),
                 "endFollows \(endFollows): \(sent) segments for the bytes and the FIN")
 
-        closeAll(loop, [client, server], [clientSide, serverSide], listener)
+        pair.closeAll(loop)
     }
 }

@@ -45,22 +45,11 @@ func write(_ bytes: [UInt8], to stream: TCPStream) -> UVError? {
 @Suite struct TCPStreamTests {
     @Test func listenerReportsTheRealPortAndAcceptsAConnection() throws {
         let loop = try EventLoop()
-        var accepted: TCPStream?
-        let serverSide = Recorder()
-        let listener = try TCPListener(loop: loop, address: SocketAddress(ip: "127.0.0.1", port: 0)) { l in
-            accepted = try? l.accept()
-            accepted?.delegate = serverSide
-            try? accepted?.startReading()
-        }
-        #expect(listener.boundAddress.port != 0)
-        #expect(listener.boundAddress.ip == "127.0.0.1")
-
-        let client = try TCPStream(loop: loop)
-        let clientSide = Recorder()
-        client.delegate = clientSide
-        try client.connect(to: listener.boundAddress)
-        runLoop(loop) { clientSide.connected != nil && accepted != nil }
-        #expect(clientSide.connected == .some(nil))
+        let pair = try ConnectedPair(loop)
+        let (client, clientSide, serverSide) = (pair.client, pair.clientSide, pair.serverSide)
+        #expect(pair.listener.boundAddress.port != 0)
+        #expect(pair.listener.boundAddress.ip == "127.0.0.1")
+        try pair.server.startReading()
 
         let payload = (0..<200_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
         #expect(write(payload, to: client) == nil)
@@ -68,40 +57,20 @@ func write(_ bytes: [UInt8], to stream: TCPStream) -> UVError? {
         runLoop(loop) { serverSide.eof }
         #expect(serverSide.received == payload, "every byte arrives, in order")
         #expect(clientSide.shutdowns == (shutDownAtOnce ? 0 : 1), "a deferred shutdown is reported once, an immediate one never")
-        #expect(accepted?.peerAddress()?.port == client.localAddress()?.port)
-
-        client.close()
-        accepted?.close()
-        listener.close()
-        runLoop(loop) { clientSide.closed && serverSide.closed }
-        #expect(loop.buffers.outstanding == 0, "every buffer went back to the pool")
-        closeLoop(loop)
+        #expect(pair.server.peerAddress()?.port == client.localAddress()?.port)
+        pair.closeAll(loop)
     }
 
     @Test func shutdownWithNothingQueuedIsImmediate() throws {
         let loop = try EventLoop()
-        var accepted: TCPStream?
-        let serverSide = Recorder()
-        let listener = try TCPListener(loop: loop, address: SocketAddress(ip: "127.0.0.1", port: 0)) { l in
-            accepted = try? l.accept()
-            accepted?.delegate = serverSide
-            try? accepted?.startReading()
-        }
-        let client = try TCPStream(loop: loop)
-        let clientSide = Recorder()
-        client.delegate = clientSide
-        try client.connect(to: listener.boundAddress)
-        runLoop(loop) { clientSide.connected != nil && accepted != nil }
-        #expect(write([1, 2, 3], to: client) == nil)
-        #expect(try client.shutdown(), "nothing queued: the FIN goes out at once")
-        runLoop(loop) { serverSide.eof }
-        #expect(serverSide.received == [1, 2, 3])
-        #expect(clientSide.shutdowns == 0)
-        client.close()
-        accepted?.close()
-        listener.close()
-        runLoop(loop) { clientSide.closed && serverSide.closed }
-        closeLoop(loop)
+        let pair = try ConnectedPair(loop)
+        try pair.server.startReading()
+        #expect(write([1, 2, 3], to: pair.client) == nil)
+        #expect(try pair.client.shutdown(), "nothing queued: the FIN goes out at once")
+        runLoop(loop) { pair.serverSide.eof }
+        #expect(pair.serverSide.received == [1, 2, 3])
+        #expect(pair.clientSide.shutdowns == 0)
+        pair.closeAll(loop)
     }
 
     @Test func connectToAClosedPortFails() throws {
@@ -125,19 +94,10 @@ func write(_ bytes: [UInt8], to stream: TCPStream) -> UVError? {
 
     @Test func queuedWritesCrossTheHighWaterMarkAndDrain() throws {
         let loop = try EventLoop(bufferSize: 16 * 1024)
-        var accepted: TCPStream?
-        let serverSide = Recorder()
-        let listener = try TCPListener(loop: loop, address: SocketAddress(ip: "127.0.0.1", port: 0)) { l in
-            accepted = try? l.accept()
-            accepted?.delegate = serverSide
-        }
-        let client = try TCPStream(loop: loop)
-        let clientSide = Recorder()
-        client.delegate = clientSide
+        let pair = try ConnectedPair(loop)
+        let (client, clientSide) = (pair.client, pair.clientSide)
         client.highWaterMark = 64 * 1024
         client.lowWaterMark = 16 * 1024
-        try client.connect(to: listener.boundAddress)
-        runLoop(loop) { clientSide.connected != nil && accepted != nil }
 
         // The server does not read: the kernel buffers fill and writes start to queue.
         let chunk = [UInt8](repeating: 7, count: 16 * 1024)
@@ -149,40 +109,22 @@ func write(_ bytes: [UInt8], to stream: TCPStream) -> UVError? {
         #expect(client.isAboveHighWaterMark, "writes queue up once the peer stops reading")
         #expect(clientSide.drained == 0)
 
-        try accepted?.startReading()
+        try pair.server.startReading()
         runLoop(loop, seconds: 10) { clientSide.drained == 1 }
-        runLoop(loop, seconds: 10) { serverSide.received.count == written }
+        runLoop(loop, seconds: 10) { pair.serverSide.received.count == written }
         #expect(client.queuedBytes == 0)
-
-        client.close()
-        accepted?.close()
-        listener.close()
-        runLoop(loop) { clientSide.closed && serverSide.closed }
-        #expect(loop.buffers.outstanding == 0)
-        closeLoop(loop)
+        pair.closeAll(loop)
     }
 
     @Test func closingWithQueuedWritesReturnsTheirBuffers() throws {
         let loop = try EventLoop(bufferSize: 16 * 1024)
-        var accepted: TCPStream?
-        let listener = try TCPListener(loop: loop, address: SocketAddress(ip: "127.0.0.1", port: 0)) { l in
-            accepted = try? l.accept()
-        }
-        let client = try TCPStream(loop: loop)
-        let rec = Recorder()
-        client.delegate = rec
-        try client.connect(to: listener.boundAddress)
-        runLoop(loop) { rec.connected != nil && accepted != nil }
+        let pair = try ConnectedPair(loop)
         let chunk = [UInt8](repeating: 1, count: 16 * 1024)
-        while client.queuedBytes == 0 { _ = write(chunk, to: client) }
+        while pair.client.queuedBytes == 0 { _ = write(chunk, to: pair.client) }
         #expect(loop.buffers.outstanding > 0)
-        client.close()
-        accepted?.close()
-        listener.close()
-        runLoop(loop) { rec.closed }
-        #expect(rec.failures.isEmpty, "cancelled writes are not reported as failures")
-        #expect(loop.buffers.outstanding == 0, "cancelled writes give their buffers back")
-        closeLoop(loop)
+        // closeAll checks that every buffer is back in the pool once the handles are closed.
+        pair.closeAll(loop)
+        #expect(pair.clientSide.failures.isEmpty, "cancelled writes are not reported as failures")
     }
 }
 
