@@ -61,9 +61,12 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
     private var spliceMode: SpliceMode
     private var splice: SpliceRelay?
     private var spliceWanted = false
-    /// The client's first bytes, read as soon as it was accepted (a pool buffer and its length):
-    /// written to the server when the connect completes.
-    private var earlyData: (buffer: UnsafeMutableRawPointer, count: Int)?
+    /// The client's first bytes, read as soon as it was accepted, in an allocation of their exact
+    /// size (not a pool buffer: a connect can take seconds, and a burst of clients waiting for
+    /// slow servers must not pin 64 KiB each): written to the server when the connect completes.
+    private var earlyData: UnsafeMutableRawBufferPointer?
+    /// At most this much is read before the connect (HAProxy's default buffer size).
+    static let earlyDataLimit = 16 * 1024
     /// The server has sent something (its first read looks for an end right behind it).
     private var upstreamSpoke = false
     /// `start` has run; the first connect waits for the end of the loop turn.
@@ -115,17 +118,16 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
     private func readEarlyData() {
         let pool = client.loop.buffers
         let buffer = pool.take()
+        defer { pool.give(buffer) }
         do {
-            if let n = try client.readNow(into: buffer, capacity: pool.bufferSize), n > 0 {
-                earlyData = (buffer, n)
-                return
+            if let n = try client.readNow(into: buffer, capacity: min(pool.bufferSize, Self.earlyDataLimit)), n > 0 {
+                let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: n, alignment: 1)
+                copy.copyMemory(from: UnsafeRawBufferPointer(start: buffer, count: n))
+                earlyData = copy
             }
         } catch {
-            pool.give(buffer)
             fail(side: client, error)
-            return
         }
-        pool.give(buffer)
     }
 
     /// Failover: each attempt goes to a server not yet tried for this client; once every candidate
@@ -251,9 +253,13 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
             finish("error", error: error.description)
             return
         }
-        if let (buffer, count) = earlyData {
+        if let early = earlyData {
             earlyData = nil
-            self.stream(client, didRead: buffer, count: count)
+            let buffer = client.loop.buffers.take()
+            buffer.copyMemory(from: early.baseAddress!, byteCount: early.count)
+            early.deallocate()
+            // libuv reads the client only from the next poll on: these bytes go first.
+            self.stream(client, didRead: buffer, count: early.count)
             guard phase == .relaying else { return }
         }
         if spliceMode == .on { switchToSplice() }  // splice hook
@@ -465,10 +471,8 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
         endError = error
         timer?.close()
         timer = nil
-        if let (buffer, _) = earlyData {
-            earlyData = nil
-            client.loop.buffers.give(buffer)
-        }
+        earlyData?.deallocate()
+        earlyData = nil
         if let server {
             if wasConnecting && attemptIsTrial { service.shared.cancelTrial(server) }
             service.shared.release(server)

@@ -103,4 +103,66 @@ struct ConnectionSetupTests {
         #expect(line["end"] == "closed", "\(line)")
         #expect(line["bytes_out"] == "\(answerSize)" && line["bytes_in"] == "\(requestSize)", "\(line)")
     }
+
+    @Test("Clients that send at once while the server is slow to accept: switchyard keeps at most 16 KiB of each while it connects")
+    func earlyBytesWhileConnectingStayBounded() throws {
+        // A listener whose accept queue is full drops every further SYN: connects to it hang.
+        let stalled = try StalledListener()
+        defer { stalled.close() }
+        let proxy = try SwitchyardProcess(config: OpsConfig.global() + TestConfig.service(
+            "slow", servers: ["stalled 127.0.0.1:\(stalled.port)"], connectTimeout: "30s", extra: ["check = none"]))
+        defer { proxy.stop() }
+        let port = try proxy.port("slow")
+        let baselineKiB = try proxy.residentMemoryKiB()
+
+        // Each client sends more than the 16 KiB read before the connect, less than its socket
+        // takes, while switchyard is paused: its bytes are there when switchyard accepts it.
+        let clientCount = 200
+        var clients: [TestClient] = []
+        defer { for client in clients { client.close() } }
+        try pause(proxy)
+        var resumed = false
+        defer { if !resumed { proxy.child.signal(SIGCONT) } }
+        for i in 0..<clientCount {
+            let client = try TestClient(port: port)
+            try client.send(PayloadStream.bytes(seed: UInt64(i), count: 60_000))
+            clients.append(client)
+        }
+        proxy.child.signal(SIGCONT)
+        resumed = true
+        try waitUntil("\(clientCount) connections admitted", timeout: .seconds(10)) {
+            try proxy.status().root["active_connections"] as? Int == clientCount
+        }
+        let growthKiB = try proxy.residentMemoryKiB() - baselineKiB
+        // 16 KiB of early bytes each is 3 200 KiB; a 64 KiB pool buffer each would be 12 800 KiB.
+        #expect(growthKiB < clientCount * 32,
+                "RSS grew by \(growthKiB) KiB for \(clientCount) clients waiting on a connect")
+        #expect(try proxy.status().root["active_connections"] as? Int == clientCount, "none gave up yet")
+    }
+}
+
+/// A listening socket with a backlog of 0 whose one queue slot is taken (by a connection it never
+/// accepts): the kernel drops every further SYN, so connects to it stay pending.
+final class StalledListener {
+    private var listenFD: Int32 = -1
+    private var filler: TestClient?
+    let port: UInt16
+
+    init() throws {
+        let (fd, port) = try Socket.makeLoopbackListener(backlog: 0)
+        listenFD = fd
+        self.port = port
+        filler = try TestClient(port: port)
+    }
+
+    func close() {
+        filler?.close()
+        filler = nil
+        if listenFD >= 0 {
+            Glibc.close(listenFD)
+            listenFD = -1
+        }
+    }
+
+    deinit { close() }
 }
