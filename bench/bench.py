@@ -1230,16 +1230,28 @@ def write_results_md(args, report, rows, micro, rawdir):
     if micro:
         lines += ["", "## Scheduler micro-benchmark", "",
                   "`swift run -c release switchyard-bench` (the pure `Balancer`, no I/O):", "", micro]
+    json_name = results_json_name(out)
     lines += ["", "## Per-round numbers", "",
               f"Command: `{report.get('command', 'bench/run')}`.", "",
-              "`bench/results/results.json` (the same run: parameters, versions, every round's numbers and "
+              f"`{json_name}` next to this file (the same run: parameters, versions, every round's numbers and "
               "any errors); tool outputs in `bench/results/raw/` (not committed).", ""]
     with open(out, "w") as f:
         f.write("\n".join(lines))
-    with open(os.path.join(os.path.dirname(out), "results.json"), "w") as f:
+    with open(os.path.join(os.path.dirname(out), json_name), "w") as f:
         json.dump(report, f, indent=1)
         f.write("\n")
-    log(f"wrote {os.path.relpath(out, REPO)} and results.json")
+    log(f"wrote {os.path.relpath(out, REPO)} and {json_name}")
+
+
+def results_json_name(report_path):
+    """The JSON written next to a report: RESULTS.md -> results.json, RESULTS-x.md -> results-x.json,
+    other.md -> results-other.json, so that a side run never overwrites the main run's numbers."""
+    stem = os.path.splitext(os.path.basename(report_path))[0]
+    if stem.upper().startswith("RESULTS"):
+        suffix = stem[len("RESULTS"):]
+    else:
+        suffix = "-" + stem
+    return "results" + suffix.lower() + ".json"
 
 
 if __name__ == "__main__":
