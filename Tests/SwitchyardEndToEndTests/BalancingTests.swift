@@ -15,6 +15,27 @@ struct BalancingTests {
         return backends
     }
 
+    /// Identify backends named `names` behind one switchyard service `service` (server lines
+    /// "NAME ADDRESS", plus `serverSuffixes[i]` when given), every server up; returns the listening port.
+    private static func identifiedService(
+        _ service: String, balance: String, names: [String], serverSuffixes: [String] = []
+    ) throws -> (backends: [Backend], proxy: SwitchyardProcess, port: UInt16) {
+        let backends = try identifyBackends(names)
+        do {
+            let servers = backends.enumerated().map { i, backend in
+                "\(backend.name) \(backend.address)" + (i < serverSuffixes.count ? " " + serverSuffixes[i] : "")
+            }
+            let proxy = try SwitchyardProcess(config: TestConfig.global() + TestConfig.service(
+                service, balance: balance, servers: servers))
+            let port = try proxy.port(service)
+            try proxy.waitForServersUp(service: service, servers: names)
+            return (backends, proxy, port)
+        } catch {
+            backends.forEach { $0.stop() }
+            throw error
+        }
+    }
+
     /// Opens a connection and returns it with the name of the server that greeted it.
     private static func connectAndIdentify(port: UInt16, sourceIP: String? = nil) throws -> (TestClient, String) {
         let client = try TestClient(port: port, sourceIP: sourceIP)
@@ -28,13 +49,8 @@ struct BalancingTests {
 
     @Test("least_conn spreads 30 held connections over 3 servers 10/10/10")
     func leastConnEven() throws {
-        let backends = try Self.identifyBackends(["a", "b", "c"])
-        defer { backends.forEach { $0.stop() } }
-        let proxy = try SwitchyardProcess(config: TestConfig.global() + TestConfig.service(
-            "lc", balance: "least_conn", servers: backends.map { "\($0.name) \($0.address)" }))
-        defer { proxy.stop() }
-        let port = try proxy.port("lc")
-        try proxy.waitForServersUp(service: "lc", servers: backends.map(\.name))
+        let (backends, proxy, port) = try Self.identifiedService("lc", balance: "least_conn", names: ["a", "b", "c"])
+        defer { proxy.stop(); backends.forEach { $0.stop() } }
 
         var clients: [TestClient] = []
         defer { clients.forEach { $0.close() } }
@@ -51,14 +67,9 @@ struct BalancingTests {
 
     @Test("least_conn honours weights: weight=2 and weight=1 take 30 held connections 20/10")
     func leastConnWeighted() throws {
-        let backends = try Self.identifyBackends(["heavy", "light"])
-        defer { backends.forEach { $0.stop() } }
-        let proxy = try SwitchyardProcess(config: TestConfig.global() + TestConfig.service(
-            "weighted", balance: "least_conn",
-            servers: ["heavy \(backends[0].address) weight=2", "light \(backends[1].address) weight=1"]))
-        defer { proxy.stop() }
-        let port = try proxy.port("weighted")
-        try proxy.waitForServersUp(service: "weighted", servers: backends.map(\.name))
+        let (backends, proxy, port) = try Self.identifiedService(
+            "weighted", balance: "least_conn", names: ["heavy", "light"], serverSuffixes: ["weight=2", "weight=1"])
+        defer { proxy.stop(); backends.forEach { $0.stop() } }
 
         var clients: [TestClient] = []
         defer { clients.forEach { $0.close() } }
@@ -73,13 +84,8 @@ struct BalancingTests {
 
     @Test("ip_hash keeps one client IP on one server and spreads 40 IPs over all 3 servers")
     func ipHash() throws {
-        let backends = try Self.identifyBackends(["a", "b", "c"])
-        defer { backends.forEach { $0.stop() } }
-        let proxy = try SwitchyardProcess(config: TestConfig.global() + TestConfig.service(
-            "hashed", balance: "ip_hash", servers: backends.map { "\($0.name) \($0.address)" }))
-        defer { proxy.stop() }
-        let port = try proxy.port("hashed")
-        try proxy.waitForServersUp(service: "hashed", servers: backends.map(\.name))
+        let (backends, proxy, port) = try Self.identifiedService("hashed", balance: "ip_hash", names: ["a", "b", "c"])
+        defer { proxy.stop(); backends.forEach { $0.stop() } }
 
         // 20 connections from 127.0.0.2, each from a new source port.
         var namesForOneIP: [String] = []
@@ -116,13 +122,8 @@ struct BalancingTests {
 
     @Test("round_robin over 3 equal servers: 30 sequential connections go 10/10/10")
     func roundRobin() throws {
-        let backends = try Self.identifyBackends(["a", "b", "c"])
-        defer { backends.forEach { $0.stop() } }
-        let proxy = try SwitchyardProcess(config: TestConfig.global() + TestConfig.service(
-            "rr", balance: "round_robin", servers: backends.map { "\($0.name) \($0.address)" }))
-        defer { proxy.stop() }
-        let port = try proxy.port("rr")
-        try proxy.waitForServersUp(service: "rr", servers: backends.map(\.name))
+        let (backends, proxy, port) = try Self.identifiedService("rr", balance: "round_robin", names: ["a", "b", "c"])
+        defer { proxy.stop(); backends.forEach { $0.stop() } }
 
         var sequence: [String] = []
         for _ in 0..<30 {

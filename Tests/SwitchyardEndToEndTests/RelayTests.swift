@@ -105,18 +105,22 @@ struct RelayTests {
         #expect(record.bytesSent == replySize)
     }
 
-    @Test("A backend reset mid-stream closes the client connection promptly")
-    func backendResetClosesClient() throws {
+    /// An echo backend behind switchyard (service "echo") and a client with one round trip done
+    /// through it, its backend connection open.
+    private func echoConnection() throws -> (Backend, SwitchyardProcess, TestClient) {
         let backend = try Backend(name: "echo", behavior: .echo)
-        defer { backend.stop() }
         let proxy = try SwitchyardProcess(
             config: TestConfig.global() + TestConfig.service("echo", servers: ["echo \(backend.address)"]))
-        defer { proxy.stop() }
-
         let client = try TestClient(port: try proxy.port("echo"))
-        defer { client.close() }
         try client.roundTrip("before the reset\n")
         try backend.waitForActive(1)
+        return (backend, proxy, client)
+    }
+
+    @Test("A backend reset mid-stream closes the client connection promptly")
+    func backendResetClosesClient() throws {
+        let (backend, proxy, client) = try echoConnection()
+        defer { client.close(); proxy.stop(); backend.stop() }
 
         backend.resetAllConnections()
         let end = try client.waitForEnd(timeout: .seconds(2))
@@ -129,16 +133,8 @@ struct RelayTests {
 
     @Test("A client reset mid-stream closes the backend connection promptly")
     func clientResetClosesBackend() throws {
-        let backend = try Backend(name: "echo", behavior: .echo)
-        defer { backend.stop() }
-        let proxy = try SwitchyardProcess(
-            config: TestConfig.global() + TestConfig.service("echo", servers: ["echo \(backend.address)"]))
-        defer { proxy.stop() }
-
-        let client = try TestClient(port: try proxy.port("echo"))
-        defer { client.close() }
-        try client.roundTrip("before the reset\n")
-        try backend.waitForActive(1)
+        let (backend, proxy, client) = try echoConnection()
+        defer { client.close(); proxy.stop(); backend.stop() }
 
         client.reset()
         let record = try backend.waitForRelayedConnection(timeout: .seconds(2))
