@@ -73,21 +73,27 @@ struct ShutdownDrainTests {
         #expect(!proxy.logLines.contains { $0.message?.hasPrefix("drain_timeout reached") == true })
     }
 
-    @Test("drain_timeout: a connection still open is closed when it runs out, then exit 0")
-    func drainTimeoutClosesConnection() throws {
+    /// An echo service with `drain_timeout`, a connection through it ("hello\n" echoed), then
+    /// SIGTERM and the `draining` log line; returns them and when the signal was sent.
+    private func drainingWithHeldConnection(drainTimeout: String) throws
+        -> (Backend, SwitchyardProcess, TestClient, ContinuousClock.Instant)
+    {
         let echo = try Backend(name: "echo", behavior: .echo)
-        defer { echo.stop() }
-        let proxy = try SwitchyardProcess(config: OpsConfig.global(drainTimeout: "1s")
+        let proxy = try SwitchyardProcess(config: OpsConfig.global(drainTimeout: drainTimeout)
             + OpsConfig.service("web", servers: ["echo \(echo.address)"]))
-        defer { proxy.stop() }
         try proxy.waitForServersUp(service: "web", servers: ["echo"])
         let held = try TestClient(port: try proxy.port("web"))
-        defer { held.close() }
         try held.roundTrip("hello\n")
-
         let signalledAt = ContinuousClock.now
         proxy.child.signal(SIGTERM)
         _ = try proxy.waitForLogLine("draining") { $0.message == "draining" }
+        return (echo, proxy, held, signalledAt)
+    }
+
+    @Test("drain_timeout: a connection still open is closed when it runs out, then exit 0")
+    func drainTimeoutClosesConnection() throws {
+        let (echo, proxy, held, signalledAt) = try drainingWithHeldConnection(drainTimeout: "1s")
+        defer { held.close(); proxy.stop(); echo.stop() }
         try held.roundTrip("not cut off at once\n")
 
         let end = try held.waitForEnd(timeout: .seconds(5))
@@ -106,18 +112,8 @@ struct ShutdownDrainTests {
 
     @Test("A second SIGTERM during the drain exits at once with status 0")
     func secondSignalExitsAtOnce() throws {
-        let echo = try Backend(name: "echo", behavior: .echo)
-        defer { echo.stop() }
-        let proxy = try SwitchyardProcess(config: OpsConfig.global(drainTimeout: "60s")
-            + OpsConfig.service("web", servers: ["echo \(echo.address)"]))
-        defer { proxy.stop() }
-        try proxy.waitForServersUp(service: "web", servers: ["echo"])
-        let held = try TestClient(port: try proxy.port("web"))
-        defer { held.close() }
-        try held.roundTrip("hello\n")
-
-        proxy.child.signal(SIGTERM)
-        _ = try proxy.waitForLogLine("draining") { $0.message == "draining" }
+        let (echo, proxy, held, _) = try drainingWithHeldConnection(drainTimeout: "60s")
+        defer { held.close(); proxy.stop(); echo.stop() }
         try held.roundTrip("draining, still open\n")
         #expect(proxy.isRunning)
 
