@@ -61,16 +61,8 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
     private var spliceMode: SpliceMode
     private var splice: SpliceRelay?
     private var spliceWanted = false
-    /// The client's first bytes, read as soon as it was accepted, in an allocation of their exact
-    /// size (not a pool buffer: a connect can take seconds, and a burst of clients waiting for
-    /// slow servers must not pin 64 KiB each): written to the server when the connect completes.
-    private var earlyData: UnsafeMutableRawBufferPointer?
-    /// At most this much is read before the connect (HAProxy's default buffer size).
-    static let earlyDataLimit = 16 * 1024
     /// The server has sent something (its first read looks for an end right behind it).
     private var upstreamSpoke = false
-    /// `start` has run; the first connect waits for the end of the loop turn.
-    private var startPending = false
 
     init(id: UInt64, client: TCPStream, service: WorkerService, worker: Worker) {
         self.id = id
@@ -104,30 +96,7 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
             finish("error", error: error.description)
             return
         }
-        // The connect waits for the end of this loop turn: the other events of the batch are
-        // handled first, which gives the client time to send its first bytes.
-        startPending = true
-        client.loop.atEndOfTurn(self)
-    }
-
-    /// Client-first protocols (HTTP, Redis, PostgreSQL, TLS) usually have their first bytes in the
-    /// socket by the time it is accepted: reading them now lets the connect to the server carry
-    /// them with its handshake ACK (one segment fewer). Nothing there (server-first protocols,
-    /// or a client that is slower) costs one read that finds nothing; an end of stream is left
-    /// for the relay to read again.
-    private func readEarlyData() {
-        let pool = client.loop.buffers
-        let buffer = pool.take()
-        defer { pool.give(buffer) }
-        do {
-            if let n = try client.readNow(into: buffer, capacity: min(pool.bufferSize, Self.earlyDataLimit)), n > 0 {
-                let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: n, alignment: 1)
-                copy.copyMemory(from: UnsafeRawBufferPointer(start: buffer, count: n))
-                earlyData = copy
-            }
-        } catch {
-            fail(side: client, error)
-        }
+        connectNext()
     }
 
     /// Failover: each attempt goes to a server not yet tried for this client; once every candidate
@@ -158,12 +127,14 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
             return
         }
         do {
-            let upstream = try TCPStream(loop: client.loop, family: earlyData == nil ? nil : address.family)
+            // The socket exists before the connect, so that the handshake's last ACK can be held
+            // back for the client's first bytes (see `sendFirstBytesOrAck`).
+            let upstream = try TCPStream(loop: client.loop, family: address.family)
             upstream.tag = Self.upstreamTag
             upstream.delegate = self
             self.upstream = upstream
             openStreams += 1
-            if earlyData != nil { try upstream.setDelayedHandshakeAck() }
+            try upstream.setQuickAck(false)
             connectStartedAt = client.loop.now
             try upstream.connect(to: address)
             // Reading is armed with the connect, so that one epoll_ctl registers both (libuv
@@ -253,21 +224,44 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
             finish("error", error: error.description)
             return
         }
-        if let early = earlyData {
-            earlyData = nil
-            let buffer = client.loop.buffers.take()
-            buffer.copyMemory(from: early.baseAddress!, byteCount: early.count)
-            early.deallocate()
-            // libuv reads the client only from the next poll on: these bytes go first.
-            self.stream(client, didRead: buffer, count: early.count)
-            guard phase == .relaying else { return }
-        }
+        guard sendFirstBytesOrAck(upstream) else { return }
         if spliceMode == .on { switchToSplice() }  // splice hook
         if idleTimeoutMs > 0 {
             timer?.start(timeout: idleTimeoutMs)
         } else {
             timer?.stop()
         }
+    }
+
+    /// The server socket connected with its last handshake ACK held back (`TCP_QUICKACK` off, as
+    /// HAProxy's `tcp-smart-connect`). Client-first protocols (HTTP, Redis, PostgreSQL, TLS) have
+    /// usually sent their first bytes by now: read at once, they go to the server with that ACK, one
+    /// segment fewer and one loop turn sooner. With nothing there (a server-first protocol, or a
+    /// slower client) the ACK goes now, so that no server waits for it. False when the session
+    /// ended.
+    private func sendFirstBytesOrAck(_ upstream: TCPStream) -> Bool {
+        let pool = client.loop.buffers
+        let buffer = pool.take()
+        let count: Int?
+        do {
+            count = try client.readNow(into: buffer, capacity: pool.bufferSize)
+        } catch {
+            pool.give(buffer)
+            fail(side: client, error)
+            return false
+        }
+        if let count, count > 0 {
+            self.stream(client, didRead: buffer, count: count)
+            return phase == .relaying
+        }
+        pool.give(buffer)  // nothing yet, or an end that libuv's reading will find again
+        do {
+            try upstream.setQuickAck(true)
+        } catch {
+            fail(side: upstream, error)
+            return false
+        }
+        return true
     }
 
     func stream(_ stream: TCPStream, didRead buffer: UnsafeMutableRawPointer, count: Int) {
@@ -393,13 +387,6 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
     /// End of the loop turn in which an EOF was read: passes each EOF on as a shutdown of the other
     /// side once its queued writes are flushed, or closes both when both directions have ended.
     func endOfTurn() {
-        if startPending {
-            startPending = false
-            guard phase == .connecting else { return }
-            readEarlyData()
-            connectNext()
-            return
-        }
         eofForwardPending = false
         guard phase == .relaying, let upstream else { return }
         if finishIfBothEnded() { return }
@@ -471,8 +458,6 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
         endError = error
         timer?.close()
         timer = nil
-        earlyData?.deallocate()
-        earlyData = nil
         if let server {
             if wasConnecting && attemptIsTrial { service.shared.cancelTrial(server) }
             service.shared.release(server)

@@ -111,14 +111,14 @@ public final class TCPStream: UVHandle {
         }
     }
 
-    /// Turns `TCP_QUICKACK` off before `connect`: the kernel then holds back the ACK that completes
-    /// the handshake and sends it with the first data segment (HAProxy's `tcp-smart-connect`).
-    /// Only for a connection whose first bytes are already in hand: with nothing to send, the
-    /// server would wait for the delayed ACK (up to 200 ms) before it sees the connection.
-    public func setDelayedHandshakeAck() throws(UVError) {
+    /// `TCP_QUICKACK`. Off before `connect`: the kernel holds back the ACK that completes the
+    /// handshake, to send it with the first data segment (HAProxy's `tcp-smart-connect`); turning
+    /// it on again sends a held ACK at once. Without one or the other a server would wait for the
+    /// delayed-ACK timer (up to 200 ms) before it sees the connection.
+    public func setQuickAck(_ on: Bool) throws(UVError) {
         let fd = try fileDescriptor()
-        var zero: Int32 = 0
-        if setsockopt(fd, Int32(IPPROTO_TCP), TCP_QUICKACK, &zero, socklen_t(MemoryLayout<Int32>.size)) != 0 {
+        var value: Int32 = on ? 1 : 0
+        if setsockopt(fd, Int32(IPPROTO_TCP), TCP_QUICKACK, &value, socklen_t(MemoryLayout<Int32>.size)) != 0 {
             throw UVError(-errno)
         }
     }
@@ -184,8 +184,9 @@ public final class TCPStream: UVHandle {
     }
 
     /// Reads what the kernel already holds into `buffer`, bypassing libuv: the byte count, 0 at end
-    /// of stream, nil when nothing is there (EAGAIN). Only where it cannot race libuv's own reads:
-    /// before reading is started, or from inside this stream's read callback.
+    /// of stream, nil when nothing is there (EAGAIN). Only where it cannot race libuv's own reads,
+    /// which happen in the loop's poll phase alone: in a callback of this loop before reading is
+    /// started or right after `startReading`, or inside this stream's read callback.
     public func readNow(into buffer: UnsafeMutableRawPointer, capacity: Int) throws(UVError) -> Int? {
         let fd = try fileDescriptor()
         while true {

@@ -1,6 +1,6 @@
-// The two stream primitives behind the relay's connection-setup shortcuts: reading what the kernel
-// already holds before libuv reads (`readNow`), and sending the last bytes with the FIN in one
-// segment (`write(endFollows:)`).
+// The stream primitives behind the relay's connection-setup shortcuts: holding the handshake's last
+// ACK for the first bytes (`setQuickAck`), reading what the kernel already holds outside libuv's
+// reading (`readNow`), and sending the last bytes with the FIN in one segment (`write(endFollows:)`).
 import Testing
 import Glibc
 @testable import SwitchyardUV
@@ -73,5 +73,48 @@ private func segmentsSent(_ stream: TCPStream) throws -> UInt32 {
                 "endFollows \(endFollows): \(sent) segments for the bytes and the FIN")
 
         pair.closeAll(loop)
+    }
+
+    /// A client socket connected with `TCP_QUICKACK` off: the kernel holds the handshake's last
+    /// ACK. `sendBytes`: the ACK leaves with them (SYN + one segment). Otherwise turning quick ACK
+    /// back on sends it within the call. (Either check can only be misled by the test thread
+    /// stalling for 200 ms, the delayed-ACK timer, between the connect and the check.)
+    @Test(arguments: [true, false])
+    func aHeldHandshakeAckLeavesWithTheFirstBytesOrWhenQuickAckIsBack(sendBytes: Bool) throws {
+        let loop = try EventLoop()
+        var accepted: TCPStream?
+        let listener = try TCPListener(loop: loop, address: SocketAddress(ip: "127.0.0.1", port: 0)) { l in
+            accepted = try? l.accept()
+        }
+        let client = try TCPStream(loop: loop, family: .ipv4)
+        let clientSide = Recorder()
+        client.delegate = clientSide
+        try client.setQuickAck(false)
+        try client.connect(to: listener.boundAddress)
+        runLoop(loop) { clientSide.connected != nil }
+        #expect(clientSide.connected == .some(nil))
+        #expect(try segmentsSent(client) == 1, "connected, and only the SYN has left: the ACK is held")
+
+        if sendBytes {
+            #expect(write([1, 2, 3], to: client) == nil)
+            #expect(try segmentsSent(client) == 2, "the bytes carried the ACK: no segment of its own")
+        } else {
+            try client.setQuickAck(true)
+            #expect(try segmentsSent(client) == 2, "quick ACK on again: the held ACK left at once")
+        }
+        runLoop(loop) { accepted != nil }
+        let server = try #require(accepted)
+        let serverSide = Recorder()
+        server.delegate = serverSide
+        try server.startReading()
+        if sendBytes {
+            runLoop(loop) { serverSide.received.count == 3 }
+            #expect(serverSide.received == [1, 2, 3])
+        }
+        client.close()
+        server.close()
+        listener.close()
+        runLoop(loop) { clientSide.closed && serverSide.closed }
+        closeLoop(loop)
     }
 }
