@@ -61,8 +61,6 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
     private var spliceMode: SpliceMode
     private var splice: SpliceRelay?
     private var spliceWanted = false
-    /// The server has sent something (its first read looks for an end right behind it).
-    private var upstreamSpoke = false
 
     init(id: UInt64, client: TCPStream, service: WorkerService, worker: Worker) {
         self.id = id
@@ -277,19 +275,17 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
             serverStats?.bytesFromClients.add(UInt64(count))
             target = upstream
         } else {
+            // The server's first answer, if short, may have its end right behind it.
+            if bytesOut == 0 && count < stream.loop.buffers.bufferSize {
+                behind = lookBehindFirstAnswer(upstream)
+                if case .failed = behind {
+                    stream.loop.buffers.give(buffer)
+                    return
+                }
+            }
             bytesOut &+= UInt64(count)
             serverStats?.bytesToClients.add(UInt64(count))
             target = client
-            if !upstreamSpoke {
-                upstreamSpoke = true
-                if count < stream.loop.buffers.bufferSize {
-                    behind = lookBehindFirstAnswer(upstream)
-                    if case .failed = behind {
-                        stream.loop.buffers.give(buffer)
-                        return
-                    }
-                }
-            }
         }
         if let error = target.write(buffer: buffer, count: count, endFollows: behind == .end) {
             fail(side: target, error)
@@ -392,20 +388,23 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
         if finishIfBothEnded() { return }
         if clientEOF && !upstreamShutdownStarted {
             upstreamShutdownStarted = true
-            do {
-                try upstream.shutdown()
-            } catch {
-                fail(side: upstream, error)
-                return
-            }
+            guard shutDown(upstream) else { return }
         }
         if upstreamEOF && !clientShutdownStarted {
             clientShutdownStarted = true
-            do {
-                try client.shutdown()
-            } catch {
-                fail(side: client, error)
-            }
+            _ = shutDown(client)
+        }
+    }
+
+    /// Shuts `side`'s write side down once its queue is flushed; false when that failed (the
+    /// session is ending then).
+    private func shutDown(_ side: TCPStream) -> Bool {
+        do {
+            try side.shutdown()
+            return true
+        } catch {
+            fail(side: side, error)
+            return false
         }
     }
 

@@ -196,3 +196,29 @@ final class RefusingPort {
 
     deinit { close() }
 }
+
+/// A listening socket with a backlog of 0 whose one queue slot is taken (by a connection it never
+/// accepts): the kernel drops every further SYN, so connects to it stay pending.
+final class StalledListener {
+    private var listenFD: Int32 = -1
+    private var filler: TestClient?
+    let port: UInt16
+
+    init() throws {
+        let (fd, port) = try Socket.makeLoopbackListener(backlog: 0)
+        listenFD = fd
+        self.port = port
+        filler = try TestClient(port: port)
+    }
+
+    func close() {
+        filler?.close()
+        filler = nil
+        if listenFD >= 0 {
+            Glibc.close(listenFD)
+            listenFD = -1
+        }
+    }
+
+    deinit { close() }
+}
