@@ -33,12 +33,25 @@ TARGETS = ["direct"] + BALANCERS
 
 # What each workload reports: (key, label, unit, higher_is_better)
 METRICS = {
-    "bulk": [("gbps", "bulk: iperf3, 1 stream", "Gbit/s", True)],
-    "rr": [("rps", "request/response: redis GET, 50 clients", "requests/s", True)],
+    "bulk": [("gbps", "bulk: iperf3, 1 stream", "Gbit/s", True),
+             ("cpu_ms_per_gb", "bulk: balancer CPU per GB relayed", "CPU ms/GB", False)],
+    "rr": [("rps", "request/response: redis GET, 50 clients", "requests/s", True),
+           ("cpu_us_per_req", "request/response: balancer CPU per request", "CPU µs/request", False)],
     "latency": [("p50_ms", "latency: redis GET, 1 client, p50", "ms", False),
-                ("p99_ms", "latency: redis GET, 1 client, p99", "ms", False)],
-    "connrate": [("cps", "connection rate: wrk, Connection: close", "connections/s", True)],
+                ("p99_ms", "latency: redis GET, 1 client, p99", "ms", False),
+                ("cpu_us_per_req", "latency: balancer CPU per request, 1 client", "CPU µs/request", False)],
+    "connrate": [("cps", "connection rate: wrk, Connection: close", "connections/s", True),
+                 ("cpu_us_per_conn", "connection rate: balancer CPU per connection", "CPU µs/connection", False)],
     "memory": [("kib_per_conn", "memory per idle connection", "KiB/connection", False)],
+}
+
+# Balancer CPU cost: the metric each workload's CPU time is divided into, the result field that
+# counts its work, and the scale (CPU seconds per unit of work -> the metric's unit).
+CPU_COST = {
+    "bulk": ("cpu_ms_per_gb", "bytes", 1e3 * 1e9),
+    "rr": ("cpu_us_per_req", "requests", 1e6),
+    "latency": ("cpu_us_per_req", "requests", 1e6),
+    "connrate": ("cpu_us_per_conn", "requests", 1e6),
 }
 
 # command -> Debian package
@@ -261,6 +274,19 @@ def process_tree(pid):
     return tree
 
 
+def cpu_seconds(pids):
+    """User + system CPU time of these processes (all their threads), in seconds."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pids):
     total = 0
     for pid in pids:
@@ -468,6 +494,14 @@ http {{
         self.ports[name] = {k: ports.get(k) for k in ("iperf", "redis", "http")}
         return m
 
+    def balancer_cpu(self, name):
+        """CPU seconds used so far by a balancer's process tree (None for direct). A balancer
+        restarted during a workload (memory) gets no CPU figure: see add_cpu_cost."""
+        m = self.balancers.get(name)
+        if m is None:
+            return None
+        return (m.pid, cpu_seconds(process_tree(m.pid)))
+
     def pause_all_but(self, current):
         """With --busy-poll, only the balancer being measured runs; the others are stopped
         (SIGSTOP), since HAProxy's busy-polling spins a core even when idle and would take it
@@ -631,7 +665,10 @@ def w_bulk(env, target, P, rawdir, tag):
     bps = data["end"]["sum_received"]["bits_per_second"]
     if not bps > 0:
         raise BenchError("iperf3 measured zero throughput")
-    return {"gbps": bps / 1e9}
+    # Everything sent, the omitted warm-up seconds included (the balancer's CPU is counted over
+    # the whole run).
+    sent = sum(i["sum"]["bytes"] for i in data.get("intervals", []))
+    return {"gbps": bps / 1e9, "bytes": sent}
 
 
 def parse_redis_csv(text):
@@ -666,7 +703,7 @@ def w_rr(env, target, P, rawdir, tag):
     rps = float(row["rps"])
     if not rps > 0:
         raise BenchError("redis-benchmark measured zero requests/s")
-    return {"rps": rps}
+    return {"rps": rps, "requests": P["rr_requests"]}
 
 
 def w_latency(env, target, P, rawdir, tag):
@@ -674,7 +711,7 @@ def w_latency(env, target, P, rawdir, tag):
     p50, p99 = float(row["p50_latency_ms"]), float(row["p99_latency_ms"])
     if not (p50 > 0 and p99 > 0 and float(row["rps"]) > 0):
         raise BenchError(f"redis-benchmark latency row unusable: {row}")
-    return {"p50_ms": p50, "p99_ms": p99, "rps": float(row["rps"])}
+    return {"p50_ms": p50, "p99_ms": p99, "rps": float(row["rps"]), "requests": P["latency_requests"]}
 
 
 def w_connrate(env, target, P, rawdir, tag):
@@ -771,6 +808,18 @@ def w_memory(env, target, P, rawdir, tag):
 WORKLOAD_FUNCS = {"bulk": w_bulk, "rr": w_rr, "latency": w_latency, "connrate": w_connrate, "memory": w_memory}
 
 
+def add_cpu_cost(w, r, before, after):
+    """Adds the balancer's CPU per unit of work to a workload's result: CPU time its process
+    tree used during the run (load generators and backends not counted) / the work done."""
+    if w not in CPU_COST or before is None or after is None or before[0] != after[0]:
+        return
+    key, work_field, scale = CPU_COST[w]
+    work = r.get(work_field)
+    if work:
+        r["cpu_s"] = after[1] - before[1]
+        r[key] = r["cpu_s"] * scale / work
+
+
 def save(rawdir, name, text):
     if rawdir:
         with open(os.path.join(rawdir, name), "w") as f:
@@ -792,6 +841,8 @@ def fmt(v, unit):
         return f"{v:.2f}"
     if unit == "ms":
         return f"{v:.3f}"
+    if unit.startswith("CPU µs"):
+        return f"{v:.1f}"
     if unit == "KiB/connection":
         return f"{v:.2f}"
     return f"{v:,.0f}"
@@ -845,7 +896,7 @@ def markdown_table(rows, targets):
         for t in cols:
             v = r["median"][t]
             cell = fmt(v, r["unit"])
-            if r["workload"] == "memory" and t == "direct":
+            if t == "direct" and (r["workload"] == "memory" or r["metric"].startswith("cpu_")):
                 cell = "n/a"
             elif r["rounds"][t] and r["ok_rounds"][t] < r["rounds"][t]:
                 cell += f" ({r['ok_rounds'][t]}/{r['rounds'][t]} ok)"
@@ -1043,12 +1094,15 @@ def main(argv):
                     env.pause_all_but(t if t != "direct" else None)
                     tag = f"r{rnd}-{w}-{t}"
                     t0 = time.time()
+                    cpu_before = env.balancer_cpu(t)
                     try:
                         r = WORKLOAD_FUNCS[w](env, t, P, rawdir, tag)
                     except BenchError as e:
                         r = {"error": str(e)}
                         if getattr(e, "partial", None):
                             r.update(e.partial)
+                    if r is not None and "error" not in r:
+                        add_cpu_cost(w, r, cpu_before, env.balancer_cpu(t))
                     if t != "direct" and not env.balancers[t].alive():
                         m = env.balancers[t]
                         msg = f"{t} exited (code {m.proc.returncode}) during {w}"
@@ -1066,7 +1120,8 @@ def main(argv):
                         failures.append((rnd, w, t, r["error"]))
                         log(f"  FAIL {w:9s} {t:10s} {r['error']}")
                     else:
-                        desc = ", ".join(f"{k}={fmt(r[k], u)} {u}" for k, _l, u, _h in METRICS[w])
+                        desc = ", ".join(f"{k}={fmt(r.get(k), u)} {u}" for k, _l, u, _h in METRICS[w]
+                                         if k in r)
                         log(f"  ok   {w:9s} {t:10s} {desc}  ({dt:.1f}s)")
         if micro_bin:
             log("--- scheduler micro-benchmark")
@@ -1131,6 +1186,9 @@ def main(argv):
                     continue
                 good = (bool(runs) and all("error" not in r for r in runs)
                         and not any(f[1] == w and f[2] == t for f in failures))
+                if good and t != "direct" and w in CPU_COST:
+                    # The balancer's CPU cost was measured (a count of clock ticks: may be 0 here).
+                    good = all(r.get(CPU_COST[w][0], -1) >= 0 for r in runs)
                 passed += good
                 failed += not good
                 log(f"{'PASS' if good else 'FAIL'} {w} via {t}")
@@ -1198,7 +1256,7 @@ def write_results_md(args, report, rows, micro, rawdir):
         "",
         "Ratios are Switchyard's median divided by the other balancer's: above 1 is better for throughput "
         "and rates, below 1 is better for latency and memory. `direct` is the client talking to the backend "
-        "with no balancer (the ceiling); memory has no balancer process there.",
+        "with no balancer (the ceiling); memory and CPU have no balancer process there.",
         "",
         "Spread over the rounds (min – max):",
         "",
@@ -1217,6 +1275,11 @@ def write_results_md(args, report, rows, micro, rawdir):
         f"- **memory**: {P['memory_conns']} client connections to the redis service, each after one PING/PONG round "
         "trip, held open; (RSS with them open − RSS before) / connections, VmRSS of the balancer's process tree "
         "(HAProxy: its process; nginx: master + worker; Switchyard: its process).",
+        "- **balancer CPU** (the cost rows): user + system CPU time of the balancer's process tree during the "
+        "workload (`/proc/PID/stat`, all threads; nginx master + worker), divided by the work done: bytes iperf3 "
+        "sent (warm-up second included), redis-benchmark's requests, wrk's completed connections. Kernel time "
+        "spent in the balancer's system calls is included: on loopback that covers the receiving side's TCP "
+        "processing of every segment the balancer sends. Load generators and backends are not counted.",
         "",
         "Balancer settings: least-connections everywhere; connect timeout 2 s; no idle timeout "
         "(HAProxy client/server timeouts 1 h, nginx `proxy_timeout 1h`); Switchyard `log_level = warning`; "

@@ -26,19 +26,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
 
 
-def cpu_seconds(pid):
-    """utime + stime of the balancer's process tree, in seconds."""
-    total = 0
-    for p in bench.process_tree(pid):
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (OSError, IndexError, ValueError):
-            pass
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def parse_variant(text, default_binary):
     label, _, rest = text.partition("=") if "=" in text else (text, "", text)
     mode, _, binary = rest.partition("@")
@@ -90,21 +77,18 @@ def main(argv):
                 for t in targets:
                     if t != "direct" and not env.balancers[t].alive():
                         raise bench.BenchError(f"{t} exited: {env.balancers[t].stderr_tail()}")
-                    cpu0 = cpu_seconds(env.balancers[t].pid) if t != "direct" else None
+                    cpu0 = env.balancer_cpu(t)
                     try:
                         r = bench.WORKLOAD_FUNCS[w](env, t, args.P, None, f"r{rnd}-{w}-{t}")
                     except bench.BenchError as e:
                         r = {"error": str(e)}
                     if r is None:
                         continue
-                    if w == "bulk" and cpu0 is not None and "error" not in r:
-                        # The balancer's CPU per GB moved (iperf3 runs omit + seconds at about this rate).
-                        seconds = args.P["bulk_seconds"] + args.P["bulk_omit"]
-                        r["cpu_s_per_gb"] = (cpu_seconds(env.balancers[t].pid) - cpu0) / (r["gbps"] * seconds / 8)
+                    if "error" not in r:
+                        bench.add_cpu_cost(w, r, cpu0, env.balancer_cpu(t))
                     results[w][t].append(r)
-                    desc = r.get("error") or ", ".join(f"{k}={bench.fmt(r[k], u)}" for k, _l, u, _h in bench.METRICS[w])
-                    if "cpu_s_per_gb" in r:
-                        desc += f", cpu {r['cpu_s_per_gb']:.3f} s/GB"
+                    desc = r.get("error") or ", ".join(f"{k}={bench.fmt(r[k], u)}" for k, _l, u, _h in bench.METRICS[w]
+                                                       if k in r)
                     bench.log(f"  {w:8s} {t:12s} {desc}")
     finally:
         bench.stop_all()
@@ -114,13 +98,10 @@ def main(argv):
     lines = ["| workload | " + " | ".join(targets) + " | " + " | ".join(
         [f"{l}/{base}" for l, _, _ in variants[1:]] + ([] if opts.no_haproxy else [f"{l}/haproxy" for l, _, _ in variants])) + " |"]
     lines.append("|---|" + "---:|" * (len(lines[0].split("|")) - 3))
-    metrics = dict(bench.METRICS)
-    metrics["bulk"] = metrics["bulk"] + [("cpu_s_per_gb", "bulk: balancer CPU per GB relayed", "CPU s/GB", False)]
     for w in args.workloads:
-        for key, label, unit, _higher in metrics[w]:
+        for key, label, unit, _higher in bench.METRICS[w]:
             med = {t: bench.med([r.get(key) for r in results[w][t] if "error" not in r]) for t in targets}
-            cells = [(f"{med[t]:.3f}" if med[t] is not None else "—") if unit == "CPU s/GB" else bench.fmt(med[t], unit)
-                     for t in targets]
+            cells = [bench.fmt(med[t], unit) for t in targets]
             ratios = [bench.ratio(med[l], med[base]) for l, _, _ in variants[1:]]
             if not opts.no_haproxy:
                 ratios += [bench.ratio(med[l], med["haproxy"]) for l, _, _ in variants]
