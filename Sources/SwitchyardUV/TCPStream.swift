@@ -235,8 +235,10 @@ public final class TCPStream: UVHandle {
     // MARK: Writing
 
     /// Writes `count` bytes of `buffer`, a pool buffer whose ownership passes to the stream: it goes
-    /// back to the pool once written. Tries a synchronous write first; queues the rest. Returns an
-    /// error if the write failed at once (the buffer is back in the pool then too).
+    /// back to the pool once written. Tries a synchronous `send(2)` first when nothing is queued
+    /// (what `uv_try_write` does, minus the VFS layers of `write(2)`); queues the rest with
+    /// `uv_write`. Returns an error if the write failed at once (the buffer is back in the pool then
+    /// too).
     ///
     /// `endFollows`: this stream's write side will be shut down (or closed) in this loop turn, before
     /// anything else is written: the bytes are sent with `MSG_MORE`, so that the kernel sends them
@@ -247,7 +249,7 @@ public final class TCPStream: UVHandle {
         var buf = uv_buf_init(buffer.assumingMemoryBound(to: CChar.self), UInt32(count))
         var offset = 0
         if queuedBytes == 0 {
-            let n = endFollows ? sendMore(buffer, count) : uv_try_write(stream, &buf, 1)
+            let n = sendNow(buffer, count, more: endFollows)
             if n == count {
                 pool.give(buffer)
                 return nil
@@ -273,14 +275,18 @@ public final class TCPStream: UVHandle {
         return nil
     }
 
-    /// `send(2)` with `MSG_MORE` when libuv has nothing queued (as `uv_try_write` would write):
-    /// the count sent or a negative libuv error code.
-    private func sendMore(_ buffer: UnsafeMutableRawPointer, _ count: Int) -> Int32 {
+    /// `send(2)` (with `MSG_MORE` if `more`) when libuv has nothing queued, where `uv_try_write`
+    /// would write: the count sent or a negative libuv error code (`UV_EAGAIN`: nothing sent).
+    /// `send` rather than libuv's `write`: the same socket call without the file layer's checks
+    /// (~0.1 µs less per call here, of ~3.5 µs for a small loopback send).
+    @inline(__always)
+    private func sendNow(_ buffer: UnsafeMutableRawPointer, _ count: Int, more: Bool) -> Int32 {
         guard uv_stream_get_write_queue_size(stream) == 0, let fd = try? fileDescriptor() else {
             return UVError.again.code
         }
+        let flags = more ? Int32(MSG_MORE) | Int32(MSG_NOSIGNAL) : Int32(MSG_NOSIGNAL)
         while true {
-            let n = send(fd, buffer, count, Int32(MSG_MORE) | Int32(MSG_NOSIGNAL))
+            let n = send(fd, buffer, count, flags)
             if n >= 0 { return Int32(n) }
             if errno == EINTR { continue }
             return errno == EAGAIN || errno == EWOULDBLOCK ? UVError.again.code : -errno
