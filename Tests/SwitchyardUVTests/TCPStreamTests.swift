@@ -116,6 +116,25 @@ func write(_ bytes: [UInt8], to stream: TCPStream) -> UVError? {
         pair.closeAll(loop)
     }
 
+    @Test func aWriteToAResetConnectionFailsAtOnceAndGivesItsBufferBack() throws {
+        let loop = try EventLoop()
+        let pair = try ConnectedPair(loop)
+        pair.server.closeWithReset()
+        runLoop(loop) { pair.serverSide.closed }
+        // The RST has reached the client's socket (loopback delivers it inside the server's close):
+        // the synchronous send fails, nothing is queued, and the buffer is back in the pool.
+        let buffer = loop.buffers.take()
+        let error = pair.client.write(buffer: buffer, count: 100)
+        #expect(error == .connectionReset || error == UVError(-EPIPE), "\(String(describing: error))")
+        #expect(pair.client.queuedBytes == 0)
+        #expect(loop.buffers.outstanding == 0)
+        pair.client.close()
+        pair.listener.close()
+        runLoop(loop) { pair.clientSide.closed }
+        #expect(pair.clientSide.failures.isEmpty, "a write that fails at once is returned, not reported again")
+        closeLoop(loop)
+    }
+
     @Test func closingWithQueuedWritesReturnsTheirBuffers() throws {
         let loop = try EventLoop(bufferSize: 16 * 1024)
         let pair = try ConnectedPair(loop)
