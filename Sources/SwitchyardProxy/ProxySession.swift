@@ -238,21 +238,15 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
     /// slower client) the ACK goes now, so that no server waits for it. False when the session
     /// ended.
     private func sendFirstBytesOrAck(_ upstream: TCPStream) -> Bool {
-        let pool = client.loop.buffers
-        let buffer = pool.take()
-        let count: Int?
-        do {
-            count = try client.readNow(into: buffer, capacity: pool.bufferSize)
-        } catch {
-            pool.give(buffer)
-            fail(side: client, error)
-            return false
-        }
-        if let count, count > 0 {
+        switch readAtOnce(client) {
+        case .bytes(let buffer, let count):
             self.stream(client, didRead: buffer, count: count)
             return phase == .relaying
+        case .failed:
+            return false
+        case .nothing, .end:
+            break  // an end is found again by libuv's reading
         }
-        pool.give(buffer)  // nothing yet, or an end that libuv's reading will find again
         do {
             try upstream.setQuickAck(true)
         } catch {
@@ -269,7 +263,7 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
         }
         lastActivity = stream.now
         let target: TCPStream
-        var behind = AfterFirstAnswer.nothing
+        var behind = ReadAtOnce.nothing
         if stream.tag == Self.clientTag {
             bytesIn &+= UInt64(count)
             serverStats?.bytesFromClients.add(UInt64(count))
@@ -277,7 +271,12 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
         } else {
             // The server's first answer, if short, may have its end right behind it.
             if bytesOut == 0 && count < stream.loop.buffers.bufferSize {
-                behind = lookBehindFirstAnswer(upstream)
+                // A server that answers and closes at once (HTTP with `Connection: close`, health
+                // checks, one-shot protocols) has usually sent its FIN right behind the answer:
+                // then the answer goes to the client with our FIN in the same segment (up to three
+                // segments fewer on the client side, and no loop turn spent on the EOF). A server
+                // that keeps the connection costs one empty read, once per connection.
+                behind = readAtOnce(upstream)
                 if case .failed = behind {
                     stream.loop.buffers.give(buffer)
                     return
@@ -298,7 +297,7 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
             upstream.stopReading()
             streamDidReachEOF(upstream)
             return
-        case .more(let spare, let n):
+        case .bytes(let spare, let n):
             self.stream(upstream, didRead: spare, count: n)
             return
         case .nothing, .failed:
@@ -311,35 +310,30 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
         if spliceMode == .auto && (spliceWanted || count == stream.loop.buffers.bufferSize) { switchToSplice() }
     }
 
-    private enum AfterFirstAnswer: Equatable {
+    private enum ReadAtOnce: Equatable {
         case nothing, end, failed
-        case more(UnsafeMutableRawPointer, Int)
+        case bytes(UnsafeMutableRawPointer, Int)
     }
 
-    /// A server that answers and closes at once (HTTP with `Connection: close`, health checks,
-    /// one-shot protocols) has usually sent its FIN right behind its first answer. One more read
-    /// after that answer finds it, and the answer then goes to the client with our FIN in the same
-    /// segment: up to three segments fewer on the client side (our FIN, and the client's separate
-    /// ACKs of the answer and of the FIN), and no loop turn spent on the EOF. A server that keeps
-    /// the connection open (Redis, PostgreSQL, …) costs one read that finds nothing, once per
-    /// connection. `.more` hands over a pool buffer with what came next.
-    private func lookBehindFirstAnswer(_ upstream: TCPStream) -> AfterFirstAnswer {
+    /// Reads what `side`'s socket already holds, outside libuv's reading (`TCPStream.readNow`):
+    /// `.bytes` hands over a pool buffer; `.failed` means the session is ending.
+    private func readAtOnce(_ side: TCPStream) -> ReadAtOnce {
         let pool = client.loop.buffers
-        let spare = pool.take()
+        let buffer = pool.take()
         do {
-            switch try upstream.readNow(into: spare, capacity: pool.bufferSize) {
+            switch try side.readNow(into: buffer, capacity: pool.bufferSize) {
             case .some(0):
-                pool.give(spare)
+                pool.give(buffer)
                 return .end
             case .some(let n):
-                return .more(spare, n)
+                return .bytes(buffer, n)
             case .none:
-                pool.give(spare)
+                pool.give(buffer)
                 return .nothing
             }
         } catch {
-            pool.give(spare)
-            fail(side: upstream, error)
+            pool.give(buffer)
+            fail(side: side, error)
             return .failed
         }
     }
