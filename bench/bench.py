@@ -879,6 +879,27 @@ def spread_table(report):
     return "\n".join(lines)
 
 
+def paired_table(report, other="haproxy"):
+    """Switchyard/`other` round by round. The two run back to back in every round, so a change of
+    the machine's load between rounds cancels out of each round's ratio; the median of those
+    ratios and how many rounds each side won say how settled a median ratio is."""
+    res = report["results"]
+    lines = [f"| workload | median | min – max | Switchyard better in |", "|---|---:|---:|---:|"]
+    for w in report["workloads"]:
+        for key, label, unit, higher in METRICS[w]:
+            pairs = zip(res.get(w, {}).get("switchyard", []), res.get(w, {}).get(other, []))
+            xs = [a[key] / b[key] for a, b in pairs
+                  if isinstance(a, dict) and isinstance(b, dict) and "error" not in a and "error" not in b
+                  and a.get(key) is not None and b.get(key)]
+            if not xs:
+                continue
+            better = sum((x > 1) if higher else (x < 1) for x in xs)
+            tied = sum(x == 1 for x in xs)
+            won = f"{better} of {len(xs)} rounds" + (f" ({tied} tied)" if tied else "")
+            lines.append(f"| {label} | {statistics.median(xs):.2f} | {min(xs):.2f} – {max(xs):.2f} | {won} |")
+    return "\n".join(lines) if len(lines) > 2 else None
+
+
 def ratio(a, b):
     if a is None or b in (None, 0):
         return None
@@ -1262,6 +1283,18 @@ def write_results_md(args, report, rows, micro, rawdir):
         "",
         spread_table(report),
         "",
+    ]
+    paired = paired_table(report) if {"switchyard", "haproxy"} <= set(report["targets"]) else None
+    if paired:
+        lines += [
+            "Switchyard/HAProxy round by round (the two ran back to back in each round, so a change of the "
+            "machine's load between rounds cancels out of each ratio; a latency tie is the same bucket of "
+            "redis-benchmark's histogram):",
+            "",
+            paired,
+            "",
+        ]
+    lines += [
         "## Workloads",
         "",
         f"- **bulk**: `iperf3 -c … -t {P['bulk_seconds']} -O {P['bulk_omit']}`, one stream, to an iperf3 server "
