@@ -186,11 +186,12 @@ public final class TCPStream: UVHandle {
     /// Reads what the kernel already holds into `buffer`, bypassing libuv: the byte count, 0 at end
     /// of stream, nil when nothing is there (EAGAIN). Only where it cannot race libuv's own reads,
     /// which happen in the loop's poll phase alone: in a callback of this loop before reading is
-    /// started or right after `startReading`, or inside this stream's read callback.
+    /// started or right after `startReading`, or inside this stream's read callback. `recv` rather
+    /// than `read(2)`, as `sendNow`: the same socket call without the file layer.
     public func readNow(into buffer: UnsafeMutableRawPointer, capacity: Int) throws(UVError) -> Int? {
         let fd = try fileDescriptor()
         while true {
-            let n = Glibc.read(fd, buffer, capacity)
+            let n = recv(fd, buffer, capacity, 0)
             if n >= 0 { return n }
             if errno == EINTR { continue }
             if errno == EAGAIN || errno == EWOULDBLOCK { return nil }
