@@ -848,6 +848,13 @@ def fmt(v, unit):
     return f"{v:,.0f}"
 
 
+def round_value(r, key):
+    """One round's figure for `key`, or None when that round failed or lacks it."""
+    if not isinstance(r, dict) or "error" in r:
+        return None
+    return r.get(key)
+
+
 def summarize(results, workloads, targets):
     """results[workload][target] = list of per-round dicts or {"error": ...}."""
     rows = []
@@ -857,7 +864,7 @@ def summarize(results, workloads, targets):
                    "median": {}, "ok_rounds": {}, "rounds": {}}
             for t in targets:
                 per_round = results.get(w, {}).get(t, [])
-                vals = [r.get(key) if isinstance(r, dict) and "error" not in r else None for r in per_round]
+                vals = [round_value(r, key) for r in per_round]
                 row["median"][t] = med(vals)
                 row["ok_rounds"][t] = sum(v is not None for v in vals)
                 row["rounds"][t] = len(per_round)
@@ -872,8 +879,8 @@ def spread_table(report):
         for key, label, unit, _h in METRICS[w]:
             cells = []
             for t in targets:
-                vals = [r[key] for r in report["results"].get(w, {}).get(t, [])
-                        if isinstance(r, dict) and "error" not in r and r.get(key) is not None]
+                vals = [v for r in report["results"].get(w, {}).get(t, [])
+                        if (v := round_value(r, key)) is not None]
                 cells.append("—" if not vals else f"{fmt(min(vals), unit)} – {fmt(max(vals), unit)}")
             lines.append(f"| {label} ({unit}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -884,13 +891,11 @@ def paired_table(report, other="haproxy"):
     the machine's load between rounds cancels out of each round's ratio; the median of those
     ratios and how many rounds each side won say how settled a median ratio is."""
     res = report["results"]
-    lines = [f"| workload | median | min – max | Switchyard better in |", "|---|---:|---:|---:|"]
+    lines = ["| workload | median | min – max | Switchyard better in |", "|---|---:|---:|---:|"]
     for w in report["workloads"]:
-        for key, label, unit, higher in METRICS[w]:
+        for key, label, _unit, higher in METRICS[w]:
             pairs = zip(res.get(w, {}).get("switchyard", []), res.get(w, {}).get(other, []))
-            xs = [a[key] / b[key] for a, b in pairs
-                  if isinstance(a, dict) and isinstance(b, dict) and "error" not in a and "error" not in b
-                  and a.get(key) is not None and b.get(key)]
+            xs = [x for a, b in pairs if (x := ratio(round_value(a, key), round_value(b, key))) is not None]
             if not xs:
                 continue
             better = sum((x > 1) if higher else (x < 1) for x in xs)
