@@ -340,6 +340,14 @@ public final class TCPStream: UVHandle {
         return false
     }
 
+    /// Closes the handle (idempotent), as `UVHandle.close`, but when nothing is pending on the
+    /// socket it is closed without libuv's redundant `epoll_ctl(EPOLL_CTL_DEL)` first (see
+    /// `switchyard_tcp_close`): two system calls less per proxied connection.
+    public override func close() {
+        guard beginClose() else { return }
+        switchyard_tcp_close(tcp, uvHandleCloseCallback)
+    }
+
     /// Closes with a TCP reset (RST) instead of FIN: for connections cut short by an error.
     public func closeWithReset() {
         guard beginClose() else { return }
