@@ -36,6 +36,8 @@ static inline int switchyard_pipe2(int fds[2], int flags) {
 /// socket no other process shares: closing its last descriptor takes it out of the epoll set. It
 /// also fails with ENOENT when libuv already removed the descriptor lazily (an event for a stopped
 /// watcher). HAProxy closes the same way. Per proxied connection that is two system calls less.
+/// Not for a socket whose file is open through another descriptor too (a `dup`): epoll keeps a
+/// registration until the file's last descriptor closes, so that one needs the `uv_close` path.
 ///
 /// Taken only when reads are stopped and nothing else is watched (`pevents == 0`: no connect,
 /// write or shutdown pending), so the watcher is out of the loop's tables; the events of the

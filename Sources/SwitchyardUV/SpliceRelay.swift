@@ -115,8 +115,10 @@ public final class SpliceRelay {
         // From here nothing fails: retire the streams (closing the original descriptors).
         a.stopReading()
         b.stopReading()
-        a.close()
-        b.close()
+        // The sockets stay open through the duplicates, so closing the originals alone would
+        // leave them registered in the epoll set: libuv's close deregisters them first.
+        a.closeDeregistering()
+        b.closeDeregistering()
         let relay = SpliceRelay(
             loop: loop, pollA: pollA!, pollB: pollB!, pipeToB: pipeToB, pipeToA: pipeToA, delegate: delegate)
         relay.updateWatches()

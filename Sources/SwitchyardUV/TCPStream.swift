@@ -342,10 +342,20 @@ public final class TCPStream: UVHandle {
 
     /// Closes the handle (idempotent), as `UVHandle.close`, but when nothing is pending on the
     /// socket it is closed without libuv's redundant `epoll_ctl(EPOLL_CTL_DEL)` first (see
-    /// `switchyard_tcp_close`): two system calls less per proxied connection.
+    /// `switchyard_tcp_close`): two system calls less per proxied connection. Only for a socket
+    /// this stream alone holds open; see `closeDeregistering` for one that was duplicated.
     public override func close() {
         guard beginClose() else { return }
         switchyard_tcp_close(tcp, uvHandleCloseCallback)
+    }
+
+    /// Closes through libuv's own `uv_close`, which takes the descriptor out of the epoll set before
+    /// closing it. For a socket whose file stays open through another descriptor (a duplicate, as
+    /// `SpliceRelay` makes): closing this descriptor alone would leave its registration in the
+    /// epoll set, reporting the socket's events under a number that is no longer open.
+    func closeDeregistering() {
+        guard beginClose() else { return }
+        uv_close(handle, uvHandleCloseCallback)
     }
 
     /// Closes with a TCP reset (RST) instead of FIN: for connections cut short by an error.
