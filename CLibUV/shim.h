@@ -54,7 +54,7 @@ static inline void switchyard_tcp_close(uv_tcp_t *tcp, uv_close_cb cb) {
     uv_read_stop((uv_stream_t *)tcp);
     if (fd > 2 && w->pevents == 0 &&
         ((unsigned)fd >= loop->nwatchers || loop->watchers[fd] != w)) {
-        if (loop->watchers != NULL && (unsigned)fd < loop->nwatchers) {
+        if ((unsigned)fd < loop->nwatchers) {  /* else never watched: no event can be pending */
             struct epoll_event *events = (struct epoll_event *)loop->watchers[loop->nwatchers];
             uintptr_t n = (uintptr_t)loop->watchers[loop->nwatchers + 1];
             if (events != NULL)

@@ -354,8 +354,7 @@ public final class TCPStream: UVHandle {
     /// `SpliceRelay` makes): closing this descriptor alone would leave its registration in the
     /// epoll set, reporting the socket's events under a number that is no longer open.
     func closeDeregistering() {
-        guard beginClose() else { return }
-        uv_close(handle, uvHandleCloseCallback)
+        super.close()
     }
 
     /// Closes with a TCP reset (RST) instead of FIN: for connections cut short by an error.
