@@ -13,13 +13,16 @@ public protocol EndOfTurnTarget: AnyObject {
 /// entry point: it appends to a locked inbox and calls `uv_async_send`, which libuv documents as
 /// thread-safe and which coalesces several sends into one wake-up.
 public final class EventLoop: @unchecked Sendable {
-    // @unchecked Sendable: all state is confined to the loop thread except `inbox` (a Mutex) and
-    // the async handle pointer, which is written once before the loop runs and only read after.
+    // @unchecked Sendable: all state is confined to the loop thread except `inbox`, a Mutex that
+    // holds the pending jobs and the async handle's pointer: `execute` sends only under that lock
+    // and only while the pointer is set, and `closeInbox` clears it under the lock before it
+    // closes the handle, so no send can reach the handle once its memory may be freed.
     public let raw: UnsafeMutablePointer<uv_loop_t>
     public let buffers: BufferPool
     let writeRequests = RequestPool<uv_write_t>()
     let connectRequests = RequestPool<uv_connect_t>(maxFree: 256)
-    private let inbox = Mutex<[@Sendable () -> Void]>([])
+    private let inbox = Mutex(Inbox())
+    /// The wake-up handle's owner; loop thread only (other threads go through `inbox.async`).
     private var wakeup: AsyncWakeup?
     private var finished = false
     /// Targets waiting for the end of this turn, and the array being run (swapped, no allocation).
@@ -42,9 +45,12 @@ public final class EventLoop: @unchecked Sendable {
         }
         buffers = BufferPool(bufferSize: bufferSize)
         do {
-            wakeup = try AsyncWakeup(loop: self)
+            let async = try AsyncWakeup(loop: self)
+            wakeup = async
+            inbox.withLock { $0.async = AsyncPointer(pointer: async.asyncHandle) }
             endOfTurnCheck = try EndOfTurnCheck(loop: self)
         } catch {
+            inbox.withLock { $0.async = nil }
             wakeup?.close()
             wakeup = nil
             uv_run(raw, UV_RUN_NOWAIT)
@@ -89,10 +95,15 @@ public final class EventLoop: @unchecked Sendable {
         uv_stop(raw)
     }
 
-    /// Runs `work` on the loop thread soon. Callable from any thread.
+    /// Runs `work` on the loop thread soon. Callable from any thread. After `closeInbox()` the work
+    /// is dropped (the loop is shutting down and will not run it).
     public func execute(_ work: @escaping @Sendable () -> Void) {
-        inbox.withLock { $0.append(work) }
-        wakeup?.send()
+        inbox.withLock { box in
+            guard let async = box.async else { return }
+            box.jobs.append(work)
+            // Thread-safe in libuv, cheap (coalesces), and under the lock: see `closeInbox`.
+            uv_async_send(async.pointer)
+        }
     }
 
     /// Calls `target.endOfTurn()` at the end of the current loop iteration, once every I/O callback
@@ -113,16 +124,20 @@ public final class EventLoop: @unchecked Sendable {
     }
 
     /// Closes the cross-thread wake-up handle so that the loop can run out of handles and return.
-    /// Work submitted after this is dropped. Loop thread only.
+    /// Work not yet run, and work submitted after this (from any thread, even while this runs), is
+    /// dropped. Loop thread only.
     public func closeInbox() {
+        // First stop every sender (under the lock), then close: the handle's memory is freed in
+        // its close callback, which no `uv_async_send` may race with.
+        inbox.withLock { $0.async = nil }
         wakeup?.close()
         wakeup = nil
     }
 
     fileprivate func drainInbox() {
-        let jobs = inbox.withLock { jobs -> [@Sendable () -> Void] in
-            let taken = jobs
-            jobs.removeAll(keepingCapacity: true)
+        let jobs = inbox.withLock { box -> [@Sendable () -> Void] in
+            let taken = box.jobs
+            box.jobs.removeAll(keepingCapacity: true)
             return taken
         }
         for job in jobs { job() }
@@ -147,6 +162,20 @@ public final class EventLoop: @unchecked Sendable {
     }
 }
 
+/// What other threads may touch, behind `EventLoop.inbox`'s lock.
+private struct Inbox {
+    var jobs: [@Sendable () -> Void] = []
+    /// The wake-up handle while it is open; nil from `closeInbox()` on.
+    var async: AsyncPointer?
+}
+
+/// The `uv_async_t` pointer, sent to other threads only inside `Inbox`.
+private struct AsyncPointer: @unchecked Sendable {
+    // @unchecked Sendable: used only for `uv_async_send` (thread-safe) while the inbox lock is
+    // held and the handle is open (see `EventLoop.closeInbox`).
+    let pointer: UnsafeMutablePointer<uv_async_t>
+}
+
 /// The loop's `uv_async_t`, owned by the loop.
 private final class AsyncWakeup: UVHandle {
     private unowned let owner: EventLoop
@@ -168,9 +197,8 @@ private final class AsyncWakeup: UVHandle {
         // it is closed explicitly by `closeInbox()`. While open it does keep the loop running.
     }
 
-    func send() {
-        guard !isClosing else { return }
-        uv_async_send(UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_async_t.self))
+    var asyncHandle: UnsafeMutablePointer<uv_async_t> {
+        UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_async_t.self)
     }
 }
 

@@ -1,3 +1,5 @@
+import Dispatch
+import Synchronization
 import Testing
 @testable import SwitchyardUV
 
@@ -93,5 +95,55 @@ private final class Log {
             loop.run()
         }
         #expect(loop.finish(), "every handle was closed")
+    }
+}
+
+/// Jobs run by the loop, counted from any thread.
+private final class JobCounter: Sendable {
+    let ran = Atomic<Int>(0)
+    let submitted = Atomic<Int>(0)
+    let stop = Atomic<Bool>(false)
+}
+
+@Suite struct EventLoopInboxTests {
+    /// Other threads keep submitting work while the loop closes its inbox and frees the wake-up
+    /// handle: no submission may reach the freed handle (a crash or heap corruption), work that
+    /// came before the close ran, and work after it is dropped.
+    @Test func executeFromOtherThreadsRacesSafelyWithClosingTheInbox() throws {
+        for _ in 0..<40 {
+            let loop = try EventLoop()
+            let counter = JobCounter()
+            let senders = DispatchGroup()
+            for _ in 0..<2 {
+                DispatchQueue.global().async(group: senders) {
+                    while !counter.stop.load(ordering: .relaxed) {
+                        loop.execute { counter.ran.add(1, ordering: .relaxed) }
+                        counter.submitted.add(1, ordering: .relaxed)
+                    }
+                }
+            }
+            // Close from a job once the senders' work is flowing: the loop then runs out of
+            // handles and returns while the senders are still submitting.
+            let giveUp = ContinuousClock.now + .seconds(5)
+            @Sendable func closeWhenBusy() {
+                if counter.ran.load(ordering: .relaxed) >= 100 || ContinuousClock.now > giveUp {
+                    loop.closeInbox()
+                } else {
+                    loop.execute(closeWhenBusy)
+                }
+            }
+            loop.execute(closeWhenBusy)
+            loop.run()
+            #expect(counter.ran.load(ordering: .relaxed) >= 100, "work from other threads ran before the close")
+            let afterClose = counter.ran.load(ordering: .relaxed)
+            // The wake-up handle is closed and freed now; let the senders submit a while longer.
+            let submittedAtClose = counter.submitted.load(ordering: .relaxed)
+            let deadline = ContinuousClock.now + .seconds(5)
+            while counter.submitted.load(ordering: .relaxed) < submittedAtClose + 1000 && ContinuousClock.now < deadline {}
+            counter.stop.store(true, ordering: .relaxed)
+            senders.wait()
+            #expect(counter.ran.load(ordering: .relaxed) == afterClose, "no work runs after the close")
+            #expect(loop.finish(), "every handle was closed")
+        }
     }
 }
