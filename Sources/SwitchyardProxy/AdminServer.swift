@@ -37,9 +37,11 @@ final class AdminServer {
         runtime.logger.info("admin listening", metadata: ["address": "\(boundAddress)"])
     }
 
+    /// Stops listening and drops the connections still waiting for their answer; answered ones
+    /// finish sending it (each holds this server until its close callback).
     func close() {
         listener.close()
-        for connection in connections.values { connection.abort() }
+        for connection in connections.values where !connection.answered { connection.abort() }
     }
 
     private func accept(_ l: TCPListener) {
@@ -110,7 +112,7 @@ private final class AdminConnection: TCPStreamDelegate {
     private let server: AdminServer
     private var parser = HTTPRequestParser()
     private var timer: UVTimer?
-    private var answered = false
+    private(set) var answered = false
 
     init(stream: TCPStream, server: AdminServer) {
         self.stream = stream

@@ -496,13 +496,17 @@ public final class ProxyRuntime: @unchecked Sendable {
         let oldAdmin = config.global.admin
         config = newConfig
         if oldAdmin != newConfig.global.admin {
-            admin?.close()
-            admin = nil
-            if let address = newConfig.global.admin {
-                do {
-                    admin = try AdminServer(runtime: self, address: address)
-                } catch {
-                    logger.error("reload: admin endpoint not restarted", metadata: ["error": "\(error)"])
+            // On a later loop turn: a reload requested through the endpoint gets its answer first.
+            control.loop.execute { [self] in
+                guard lifecycle == .running, config.global.admin == newConfig.global.admin else { return }
+                admin?.close()
+                admin = nil
+                if let address = newConfig.global.admin {
+                    do {
+                        admin = try AdminServer(runtime: self, address: address)
+                    } catch {
+                        logger.error("reload: admin endpoint not restarted", metadata: ["error": "\(error)"])
+                    }
                 }
             }
         }

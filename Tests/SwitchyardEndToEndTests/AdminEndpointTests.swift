@@ -118,6 +118,27 @@ struct AdminEndpointTests {
         #expect(unknownService.status == 404, "\(unknownService)")
     }
 
+    @Test("A reload through the endpoint that moves the endpoint answers on the old address, then serves on the new one")
+    func reloadMovingTheEndpoint() throws {
+        let echo = try Backend(name: "echo", behavior: .echo)
+        defer { echo.stop() }
+        let service = OpsConfig.service("web", servers: ["a \(echo.address)"])
+        let proxy = try SwitchyardProcess(config: OpsConfig.global() + service)
+        defer { proxy.stop() }
+        let oldPort = try proxy.adminPort()
+        let newPort = try reserveLoopbackPort()
+        try proxy.rewriteConfig(OpsConfig.global(admin: "127.0.0.1:\(newPort)") + service)
+
+        let reply = try AdminHTTP.request(port: oldPort, method: "POST", path: "/reload")
+        #expect(reply.status == 200, "\(reply)")
+        #expect(reply.text == "reloaded\n")
+        try waitUntil("the endpoint answering on its new port", timeout: .seconds(5)) {
+            (try? AdminHTTP.request(port: newPort, method: "GET", path: "/healthz"))?.status == 200
+        }
+        #expect((try? AdminHTTP.request(port: oldPort, method: "GET", path: "/healthz")) == nil, "the old port still answers")
+        #expect(proxy.isRunning)
+    }
+
     @Test("/readyz is 503 with the reason while every server of a service is down")
     func readyzNotReady() throws {
         let echo = try Backend(name: "echo", behavior: .echo)
