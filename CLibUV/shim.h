@@ -29,6 +29,18 @@ static inline int switchyard_pipe2(int fds[2], int flags) {
 #endif
 
 #if defined(__linux__)
+#include <sys/ioctl.h>
+#include <linux/sockios.h>
+
+/// Bytes in a TCP socket's kernel send queue that the peer has not acknowledged yet (`SIOCOUTQ`,
+/// sent or not), or -1 with errno set. `ioctl` is variadic, which Swift cannot call.
+static inline int switchyard_socket_unacked(int fd) {
+    int bytes = 0;
+    return ioctl(fd, SIOCOUTQ, &bytes) == 0 ? bytes : -1;
+}
+#endif
+
+#if defined(__linux__)
 #include <sys/epoll.h>
 
 /// Closes a TCP handle as `uv_close` does, without libuv 1.44's `epoll_ctl(EPOLL_CTL_DEL)` in

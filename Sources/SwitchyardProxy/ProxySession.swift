@@ -44,6 +44,8 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
     private var bytesOut: UInt64 = 0  // to the client
     private let startedAt: UInt64
     private var lastActivity: UInt64
+    /// Bytes on their way out and not yet acknowledged, at the last idle check (see `timerFired`).
+    private var unacknowledgedAtLastCheck = 0
     private var clientEOF = false
     private var upstreamEOF = false
     /// Our write side towards that peer is shut, or will be once its queued writes flush.
@@ -151,7 +153,14 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
         let stats = service.stats(for: failed)
         stats.connectFailures.withLock { $0[ConnectFailureReason(error, timeout: timeout).rawValue] &+= 1 }
         service.logger.debug("connect failed", metadata: ["server": "\(failed.name)", "error": "\(reason)"])
-        let notice = service.shared.connectFailed(failed, reason: timeout ? "timeout" : reason, now: client.loop.now)
+        let notice: HealthNotice?
+        if let error, error.isLocalResourceShortage {
+            // Out of descriptors, memory or local ports: the server is not to blame.
+            if attemptIsTrial { service.shared.cancelTrial(failed) }
+            notice = nil
+        } else {
+            notice = service.shared.connectFailed(failed, reason: timeout ? "timeout" : reason, now: client.loop.now)
+        }
         service.shared.release(failed)
         if let notice { worker.runtime.handle(notice, of: service.shared) }
         if let upstream {
@@ -180,6 +189,15 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
         case .relaying:
             let idle = idleTimeoutMs
             let now = client.loop.now
+            // Bytes leaving count as activity too, not only bytes arriving: a slow reader taking a
+            // long answer after its server went quiet keeps the connection (nginx's
+            // proxy_timeout counts reads and writes alike). The bytes not yet acknowledged fall
+            // as the reader takes them; any change since the last check is progress.
+            let unacknowledged = unacknowledgedOutput()
+            if unacknowledged != unacknowledgedAtLastCheck {
+                unacknowledgedAtLastCheck = unacknowledged
+                lastActivity = now
+            }
             let quiet = now &- lastActivity
             if quiet >= idle {
                 finish("idle_timeout")
@@ -287,6 +305,8 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
             target = client
         }
         if let error = target.write(buffer: buffer, count: count, endFollows: behind == .end) {
+            // `write` gave its buffer back; bytes found behind it are not relayed either.
+            if case .bytes(let spare, _) = behind { stream.loop.buffers.give(spare) }
             fail(side: target, error)
             return
         }
@@ -308,6 +328,13 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
         }
         // splice hook: a read that fills a whole buffer looks like bulk (HAProxy's splice-auto).
         if spliceMode == .auto && (spliceWanted || count == stream.loop.buffers.bufferSize) { switchToSplice() }
+    }
+
+    /// Bytes relayed towards either peer that it has not acknowledged yet (libuv's queues, the
+    /// pipes, the kernel's send queues).
+    private func unacknowledgedOutput() -> Int {
+        if let splice { return splice.unacknowledgedBytes }
+        return client.unacknowledgedBytes + (upstream?.unacknowledgedBytes ?? 0)
     }
 
     private enum ReadAtOnce: Equatable {
@@ -436,10 +463,14 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
         finish("\(who)_\(what)", error: error.description, reset: true)
     }
 
-    /// Ends the session: closes both sides (with a reset when it ended in error, so that neither
-    /// peer mistakes a cut-off stream for a complete one) and releases the server slot.
+    /// Ends the session: closes both sides and releases the server slot. The close is a reset when
+    /// the session ended in error, or when it drops bytes one peer sent and the other has not been
+    /// given yet (queued in libuv or in a pipe: an idle timeout with a stalled reader, the end of a
+    /// drain), so that no peer mistakes a cut-off stream for a complete one.
     func finish(_ reason: String, error: String? = nil, reset: Bool = false) {
         guard phase != .finished else { return }
+        let dropsBytes = client.queuedBytes > 0 || (upstream?.queuedBytes ?? 0) > 0 || (splice?.bufferedBytes ?? 0) > 0
+        let reset = reset || dropsBytes
         let wasConnecting = phase == .connecting
         phase = .finished
         serverStats?.connectionsActive.subtract(1)

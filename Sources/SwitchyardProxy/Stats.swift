@@ -9,7 +9,7 @@ import SwitchyardUV
 
 /// Why an upstream connect failed, as a metric label.
 enum ConnectFailureReason: Int, CaseIterable {
-    case refused, timeout, unreachable, reset, resolve, other
+    case refused, timeout, unreachable, reset, resolve, local, other
 
     var label: String {
         switch self {
@@ -18,6 +18,7 @@ enum ConnectFailureReason: Int, CaseIterable {
         case .unreachable: return "unreachable"
         case .reset: return "reset"
         case .resolve: return "resolve"
+        case .local: return "local"
         case .other: return "other"
         }
     }
@@ -34,7 +35,8 @@ enum ConnectFailureReason: Int, CaseIterable {
         switch error.name {
         case "ECONNREFUSED": self = .refused
         case "ETIMEDOUT": self = .timeout
-        case "EHOSTUNREACH", "ENETUNREACH", "EADDRNOTAVAIL": self = .unreachable
+        case "EHOSTUNREACH", "ENETUNREACH": self = .unreachable
+        case _ where error.isLocalResourceShortage: self = .local
         case "ECONNRESET", "ECONNABORTED": self = .reset
         default: self = .other
         }
@@ -133,5 +135,17 @@ extension LatencyHistogram {
         for i in counts.indices { counts[i] &+= other.counts[i] }
         sumMs &+= other.sumMs
         count &+= other.count
+    }
+}
+
+extension UVError {
+    /// This process or host ran short of something (descriptors, memory, local ports) before a
+    /// packet left: not the server's fault, so not held against its health (HAProxy's
+    /// `SF_ERR_RESOURCE`).
+    var isLocalResourceShortage: Bool {
+        switch name {
+        case "EMFILE", "ENFILE", "ENOBUFS", "ENOMEM", "EADDRNOTAVAIL": return true
+        default: return false
+        }
     }
 }

@@ -147,6 +147,19 @@ public final class SpliceRelay {
         [pollA.fd, pollB.fd, toB.pipeRead, toB.pipeWrite, toA.pipeRead, toA.pipeWrite]
     }
 
+    /// Bytes read from one socket and not yet written to the other (in the pipes): what a close
+    /// now would drop.
+    public var bufferedBytes: Int { toB.inPipe + toA.inPipe }
+
+    /// Bytes on their way to either peer that it has not acknowledged yet: in the pipes and in
+    /// both sockets' kernel send queues (`SIOCOUTQ`). Two system calls: for timers, not per I/O.
+    /// 0 once closed.
+    public var unacknowledgedBytes: Int {
+        guard !isClosing else { return 0 }
+        return bufferedBytes + Int(max(0, switchyard_socket_unacked(pollA.fd)))
+            + Int(max(0, switchyard_socket_unacked(pollB.fd)))
+    }
+
     /// Closes both sockets and both pipes (idempotent). With `reset`, the sockets are closed with a
     /// TCP reset (`SO_LINGER` 0) so that neither peer mistakes a cut-off stream for a complete one.
     /// Bytes still in a pipe are dropped. `relayDidClose` follows once both poll handles are closed.
@@ -459,6 +472,8 @@ public final class SpliceRelay {
     public static let defaultPipeSize = 512 * 1024
     public var delegate: (any SpliceRelayDelegate)?
     public var descriptors: [Int32] { [] }
+    public var bufferedBytes: Int { 0 }
+    public var unacknowledgedBytes: Int { 0 }
 
     private init() {}
 

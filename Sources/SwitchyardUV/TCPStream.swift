@@ -295,6 +295,15 @@ public final class TCPStream: UVHandle {
     /// True while queued writes are above the high-water mark.
     public var isAboveHighWaterMark: Bool { queuedBytes > highWaterMark }
 
+    /// Bytes written to this stream that the peer has not acknowledged yet: those still in libuv's
+    /// queue and those in the kernel's send queue (`SIOCOUTQ`). It falls as the peer reads, so a
+    /// change between two looks means the peer is taking data. One system call: for timers, not
+    /// for every read or write. 0 once closed.
+    public var unacknowledgedBytes: Int {
+        guard !isClosing, let fd = try? fileDescriptor() else { return 0 }
+        return uv_stream_get_write_queue_size(stream) + Int(max(0, switchyard_socket_unacked(fd)))
+    }
+
     fileprivate func handleWriteDone(_ req: UnsafeMutablePointer<uv_write_t>, status: Int32) {
         if let base = req.pointee.data { pool.give(base) }
         writeRequests.give(req)
@@ -360,8 +369,14 @@ public final class TCPStream: UVHandle {
     /// Closes with a TCP reset (RST) instead of FIN: for connections cut short by an error.
     public func closeWithReset() {
         guard beginClose() else { return }
-        // uv_tcp_close_reset refuses (UV_EINVAL) while a shutdown is pending: close normally then.
+        // uv_tcp_close_reset refuses (UV_EINVAL) while a shutdown is pending (libuv forbids mixing
+        // the two for other platforms' sake). On Linux it is SO_LINGER 0 and a close, and a close
+        // with linger 0 resets even then: the queued FIN was never sent (it waits behind writes).
         if uv_tcp_close_reset(tcp, uvHandleCloseCallback) != 0 {
+            if let fd = try? fileDescriptor() {
+                var option = linger(l_onoff: 1, l_linger: 0)
+                _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &option, socklen_t(MemoryLayout<linger>.size))
+            }
             uv_close(handle, uvHandleCloseCallback)
         }
     }

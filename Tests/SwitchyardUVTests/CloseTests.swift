@@ -130,3 +130,79 @@ final class CloseOtherOnRead: TCPStreamDelegate {
         print("descriptor reused in the same loop turn in \(reusedInSameTurn) of 20 rounds")
     }
 }
+
+/// What a cut stream must look like to its peer, and how a timer sees a reader's progress.
+@Suite struct TCPStreamPendingOutputTests {
+    init() { signal(SIGPIPE, SIG_IGN) }
+
+    /// Reads a non-blocking socket outside libuv until it ends: the bytes read, and 0 for an EOF or
+    /// the errno of the error that ended it (-1: still open after 5 s).
+    private func readRaw(_ fd: Int32) -> (Int, Int32) {
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        var total = 0
+        let deadline = ContinuousClock.now + .seconds(5)
+        while ContinuousClock.now < deadline {
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            _ = poll(&pfd, 1, 100)
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n > 0 { total += n; continue }
+            if n == 0 { return (total, 0) }
+            if errno == EAGAIN || errno == EINTR { continue }
+            return (total, errno)
+        }
+        return (total, -1)
+    }
+
+    /// Writes 64 KiB chunks to `stream` until libuv has to queue some (the peer is not reading).
+    private func fillUntilQueued(_ stream: TCPStream, _ loop: EventLoop) -> Int {
+        let chunk = [UInt8](repeating: 0x5a, count: loop.buffers.bufferSize)
+        var written = 0
+        while stream.queuedBytes == 0 && written < 256 << 20 {
+            #expect(write(chunk, to: stream) == nil)
+            written += chunk.count
+        }
+        return written
+    }
+
+    /// A shutdown waiting behind queued writes makes libuv refuse `uv_tcp_close_reset`; the close
+    /// must still be a reset, or the peer would take the bytes it got, and a FIN, for the whole.
+    @Test func closeWithResetResetsEvenWithAShutdownWaitingBehindQueuedWrites() throws {
+        let loop = try EventLoop()
+        let pair = try ConnectedPair(loop)
+        let written = fillUntilQueued(pair.server, loop)
+        #expect(pair.server.queuedBytes > 0)
+        #expect(try pair.server.shutdown() == false, "the shutdown waits for the queued writes")
+        pair.server.closeWithReset()
+        // Read the peer's socket directly: libuv 1.44 reports a reset that arrives behind data as
+        // an EOF (its POLLHUP shortcut after a short read), which would hide the difference.
+        let (received, end) = readRaw(try pair.client.fileDescriptor())
+        #expect(end == ECONNRESET, "a reset, not a FIN (0 = EOF)")
+        #expect(received < written)
+        pair.client.close()
+        pair.listener.close()
+        runLoop(loop) { pair.clientSide.closed && pair.serverSide.closed }
+        #expect(loop.buffers.outstanding == 0)
+        closeLoop(loop)
+    }
+
+    /// `unacknowledgedBytes` counts libuv's queue and the kernel's send queue, stays put while the
+    /// peer reads nothing, and falls to 0 once it has read everything.
+    @Test func unacknowledgedBytesFollowThePeersReading() throws {
+        let loop = try EventLoop()
+        let pair = try ConnectedPair(loop)
+        let written = fillUntilQueued(pair.server, loop)
+        let first = pair.server.unacknowledgedBytes
+        #expect(first > pair.server.queuedBytes, "the kernel's send queue is counted too")
+        #expect(first <= written)
+        runLoop(loop) { pair.server.queuedBytes == 0 || pair.server.unacknowledgedBytes == first }
+        #expect(pair.server.unacknowledgedBytes == first, "nothing moves while the peer does not read")
+        try pair.client.startReading()
+        runLoop(loop) { pair.clientSide.received.count == written }
+        runLoop(loop) { pair.server.unacknowledgedBytes == 0 }
+        #expect(pair.server.unacknowledgedBytes == 0)
+        pair.server.close()
+        #expect(pair.server.unacknowledgedBytes == 0, "0 once closed")
+        pair.closeAll(loop)  // closing the server again is a no-op
+    }
+}
+

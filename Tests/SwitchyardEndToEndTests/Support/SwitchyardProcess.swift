@@ -103,17 +103,19 @@ final class SwitchyardProcess {
     }
 
     /// Writes `config`, starts `switchyard run --config PATH` and (by default) waits for `started`.
-    /// `environment`: the child's whole environment (nil: inherit this process's).
+    /// `environment`: the child's whole environment (nil: inherit this process's). `launcher`: a
+    /// command that execs the rest of its arguments (same process), e.g. `prlimit --nofile=64`.
     init(
         config: String, waitForStart: Bool = true, startTimeout: Duration = .seconds(20),
-        environment: [String: String]? = nil
+        environment: [String: String]? = nil, launcher: [String] = []
     ) throws {
         let binary = try SwitchyardProcess.binaryPath()
         directory = try SwitchyardProcess.makeTemporaryDirectory()
         configPath = directory.appendingPathComponent("switchyard.ini").path
         do {
             try config.write(toFile: configPath, atomically: true, encoding: .utf8)
-            child = try ChildProcess(executable: binary, arguments: ["run", "--config", configPath], environment: environment)
+            let command = launcher + [binary, "run", "--config", configPath]
+            child = try ChildProcess(executable: command[0], arguments: Array(command.dropFirst()), environment: environment)
         } catch {
             try? FileManager.default.removeItem(at: directory)
             throw error
