@@ -34,6 +34,9 @@ public final class EventLoop: @unchecked Sendable {
     public var busyPollNanoseconds: UInt64 = 0
     /// Bumped by the stream and listener callbacks: tells `run()` that a turn handled I/O.
     var ioActivity: UInt = 0
+    /// Loop iterations so far (bumped in the check phase, after each poll): two callbacks with the
+    /// same value ran in the same turn.
+    private(set) var turn: UInt = 0
     private var stopRequested = false
 
     public init(bufferSize: Int = 64 * 1024) throws(UVError) {
@@ -116,6 +119,7 @@ public final class EventLoop: @unchecked Sendable {
     }
 
     fileprivate func runEndOfTurn() {
+        turn &+= 1
         while !endOfTurn.isEmpty {
             swap(&endOfTurn, &endOfTurnRunning)
             for target in endOfTurnRunning { target.endOfTurn() }

@@ -185,8 +185,12 @@ public final class SpliceRelay {
         let side = poll.side
         if status < 0 {
             // libuv reports POLLERR as UV_EBADF (and stops the handle): the socket's pending error
-            // (ECONNRESET, …) says what really happened.
+            // (ECONNRESET, …) says what really happened. Bytes that arrived before it (a server
+            // that resets right behind its answer) still go through first: splice returns them
+            // before the error, and reports the error itself once the socket is drained.
             poll.noteStoppedByLibuv()
+            pump(from: side)
+            if stopped { return }
             fail(side, socketError(poll.fd).map { UVError(-$0) } ?? UVError(status))
             return
         }

@@ -44,6 +44,8 @@ public final class TCPStream: UVHandle {
     /// `streamDidDrain` is reported once queued bytes fall to this after crossing the high-water mark.
     public var lowWaterMark = 64 * 1024
     public private(set) var isReading = false
+    /// `EventLoop.turn` of the last read that returned data.
+    private var dataReadTurn: UInt = .max
     private var drainPending = false
     /// A small tag for the owner (e.g. which side of a proxy session this is).
     public var tag: UInt8 = 0
@@ -213,6 +215,7 @@ public final class TCPStream: UVHandle {
 
     fileprivate func handleRead(_ nread: Int, _ base: UnsafeMutableRawPointer?) {
         if nread > 0, let base {
+            dataReadTurn = eventLoop.turn
             if let delegate = fastDelegate {
                 delegate.stream(self, didRead: base, count: nread)
             } else {
@@ -226,6 +229,14 @@ public final class TCPStream: UVHandle {
         if code == UVError.eof.code {
             // libuv stops reading on EOF by itself.
             isReading = false
+            // libuv 1.44 turns POLLHUP after a short read into an EOF without reading on
+            // (`uv__stream_io`), so a reset that arrived right behind data looks like an EOF, and a
+            // peer's abort would pass on as a clean end. Only then (data read in this same turn)
+            // is the socket's pending error worth a system call.
+            if dataReadTurn == eventLoop.turn, let error = takePendingError() {
+                fastDelegate?.stream(self, didFail: error)
+                return
+            }
             fastDelegate?.streamDidReachEOF(self)
         } else if code != UVError.canceled.code {
             stopReading()
@@ -290,6 +301,15 @@ public final class TCPStream: UVHandle {
             if errno == EINTR { continue }
             return errno == EAGAIN || errno == EWOULDBLOCK ? UVError.again.code : -errno
         }
+    }
+
+    /// The socket's pending error (`SO_ERROR`, which reading it clears), or nil if there is none.
+    private func takePendingError() -> UVError? {
+        guard let fd = try? fileDescriptor() else { return nil }
+        var value: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(fd, SOL_SOCKET, SO_ERROR, &value, &length) == 0, value != 0 else { return nil }
+        return UVError(-value)
     }
 
     /// True while queued writes are above the high-water mark.

@@ -1,8 +1,8 @@
-// idle_timeout against readers that are slow or stopped: bytes a reader takes are traffic, and a
-// stream cut with bytes still held for the reader ends in a reset, never in a clean EOF.
+// Cut streams: idle_timeout against readers that are slow or stopped (bytes a reader takes are
+// traffic), and servers that abort. A stream cut short ends in a reset, never in a clean EOF.
 import Testing
 
-@Suite("Slow and stalled readers")
+@Suite("Slow readers and cut streams")
 struct SlowReaderTests {
     @Test("idle_timeout = 300ms: a slow reader of a 1 MiB answer (2.6 s) gets all of it and a normal end")
     func slowReaderIsNotIdle() throws {
@@ -55,6 +55,29 @@ struct SlowReaderTests {
         #expect(result.end == .reset, "a cut answer must not end like a complete one: \(result)")
         let line = try proxy.waitForConnectionClosed(client: client.localAddress)
         #expect(line["end"] == "idle_timeout", "\(line.raw)")
+        #expect(proxy.isRunning)
+    }
+
+    @Test("A server that aborts (RST) right behind an answer: the client gets the answer, then a reset, not a clean end")
+    func serverAbortReachesTheClient() throws {
+        let backend = try Backend(name: "abort", behavior: .echoThenAbort(abortOn: UInt8(ascii: "!")))
+        defer { backend.stop() }
+        let proxy = try SwitchyardProcess(config: TestConfig.global()
+            + TestConfig.service("abort", servers: ["abort \(backend.address)"]))
+        defer { proxy.stop() }
+
+        for _ in 0..<5 {
+            let client = try TestClient(port: try proxy.port("abort"))
+            defer { client.close() }
+            try client.roundTrip("first\n")
+            // The echo and the reset right behind it reach switchyard together.
+            try client.send("bye!\n")
+            let (bytes, end) = try client.readToEnd(timeout: .seconds(5))
+            #expect(bytes == Array("bye!\n".utf8))
+            #expect(end == .reset, "an aborted stream must not end like a complete one")
+            let line = try proxy.waitForConnectionClosed(client: client.localAddress)
+            #expect(line["end"] == "server_reset", "\(line.raw)")
+        }
         #expect(proxy.isRunning)
     }
 }

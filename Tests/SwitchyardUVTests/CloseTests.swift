@@ -185,6 +185,39 @@ final class CloseOtherOnRead: TCPStreamDelegate {
         closeLoop(loop)
     }
 
+    /// libuv 1.44 reports POLLHUP after a short read as an EOF: a reset that arrives right behind
+    /// data must still be reported as the reset it is, not as the peer's clean end.
+    @Test func aResetRightBehindDataIsReportedAsAResetNotAnEOF() throws {
+        let loop = try EventLoop()
+        let pair = try ConnectedPair(loop)
+        try pair.client.startReading()
+        #expect(write(Array("last words".utf8), to: pair.server) == nil)
+        pair.server.closeWithReset()  // data and RST reach the client before its next poll
+        runLoop(loop) { !pair.clientSide.failures.isEmpty || pair.clientSide.eof }
+        #expect(pair.clientSide.received == Array("last words".utf8))
+        #expect(pair.clientSide.failures == [.connectionReset])
+        #expect(!pair.clientSide.eof, "reported as a clean end")
+        pair.closeAll(loop)
+    }
+
+    /// A clean FIN right behind data, with our own side already shut down (POLLHUP too), stays an
+    /// EOF.
+    @Test func aFINRightBehindDataAfterOurShutdownIsAnEOF() throws {
+        let loop = try EventLoop()
+        let pair = try ConnectedPair(loop)
+        try pair.client.startReading()
+        try pair.server.startReading()
+        #expect(try pair.client.shutdown())
+        runLoop(loop) { pair.serverSide.eof }
+        #expect(write(Array("answer".utf8), to: pair.server) == nil)
+        #expect(try pair.server.shutdown())
+        runLoop(loop) { !pair.clientSide.failures.isEmpty || pair.clientSide.eof }
+        #expect(pair.clientSide.received == Array("answer".utf8))
+        #expect(pair.clientSide.eof)
+        #expect(pair.clientSide.failures.isEmpty)
+        pair.closeAll(loop)
+    }
+
     /// `unacknowledgedBytes` counts libuv's queue and the kernel's send queue, stays put while the
     /// peer reads nothing, and falls to 0 once it has read everything.
     @Test func unacknowledgedBytesFollowThePeersReading() throws {

@@ -22,6 +22,9 @@ enum BackendBehavior: Sendable {
     case closeOnAccept
     /// Accepts and resets at once (SO_LINGER 0 close, RST).
     case resetOnAccept
+    /// Echoes what it reads at once (small exchanges: whatever the socket takes); a read that
+    /// contains `abortOn` is echoed and the connection reset right behind it (an aborting server).
+    case echoThenAbort(abortOn: UInt8)
 }
 
 /// What a backend saw on one connection, recorded when the connection is gone.
@@ -257,7 +260,7 @@ private final class BackendCore: Sendable {
                     case .bulk(let sendBytes, let seed):
                         conn.generator = PayloadStream(seed: seed)
                         conn.generateRemaining = sendBytes
-                    case .echo, .replyAfterEOF:
+                    case .echo, .replyAfterEOF, .echoThenAbort:
                         break
                     }
                     conns[fd] = conn
@@ -276,6 +279,19 @@ private final class BackendCore: Sendable {
                         if conn.bytesReceived == 0 { shared.withLock { $0.withData += 1 } }
                         conn.bytesReceived += n
                         readBuffer.withUnsafeBytes { conn.checksum.update(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+                        if case .echoThenAbort(let marker) = behavior {
+                            let chunk = Array(readBuffer[0..<n])
+                            let sent = chunk.withUnsafeBytes { Glibc.send(fd, $0.baseAddress!, n, Int32(MSG_NOSIGNAL)) }
+                            if sent > 0 { conn.bytesSent += sent }
+                            if chunk.contains(marker) {
+                                Socket.setLingerZero(fd)
+                                conns[fd] = nil
+                                finish(conn, .resetByBackend)
+                                continue
+                            }
+                            conns[fd] = conn
+                            continue
+                        }
                         switch behavior {
                         case .echo, .identify:
                             if conn.outOffset == conn.out.count {
@@ -368,6 +384,7 @@ private final class BackendCore: Sendable {
         case .bulk: doneWriting = true
         case .echo, .identify, .replyAfterEOF: doneWriting = conn.readEOF
         case .closeOnAccept, .resetOnAccept: doneWriting = true
+        case .echoThenAbort: doneWriting = conn.readEOF
         }
         if doneWriting {
             _ = shutdown(conn.fd, Int32(SHUT_WR))
