@@ -161,8 +161,9 @@ private func service(_ extra: String...) -> String {
         (lines("[global]", "log_level = verbose"),
          "sy.ini:2: bad value \"verbose\" for log_level (expected one of trace, debug, info, notice, warning, error, critical)"),
         (lines("[global]", "log_format = xml"), "sy.ini:2: bad value \"xml\" for log_format (expected one of text, json)"),
-        (lines("[global]", "workers = 0"), "sy.ini:2: bad number \"0\" for workers (expected a whole number greater than 0, or auto)"),
-        (lines("[global]", "workers = +2"), "sy.ini:2: bad number \"+2\" for workers (expected a whole number greater than 0, or auto)"),
+        (lines("[global]", "workers = 0"), "sy.ini:2: bad number \"0\" for workers (expected a whole number from 1 to 256, or auto)"),
+        (lines("[global]", "workers = 257"), "sy.ini:2: bad number \"257\" for workers (expected a whole number from 1 to 256, or auto)"),
+        (lines("[global]", "workers = +2"), "sy.ini:2: bad number \"+2\" for workers (expected a whole number from 1 to 256, or auto)"),
         (lines("[global]", "max_connections = -5"),
          "sy.ini:2: bad number \"-5\" for max_connections (expected a whole number greater than 0)"),
         (lines("[global]", "admin = localhost"),
@@ -208,6 +209,14 @@ private func service(_ extra: String...) -> String {
          "sy.ini:5: listen address [0:0::1]:80 conflicts with [::1]:80 of service a (line 2)"),
         (lines("[service a]", "listen = DB.local:80", "server = s 1.1.1.1:1", "[service b]", "listen = db.local:80"),
          "sy.ini:5: listen address db.local:80 conflicts with DB.local:80 of service a (line 2)"),
+        (lines("[global]", "admin = 127.0.0.1:6432", "[service pg]", "listen = 0.0.0.0:6432", "server = s 1.1.1.1:1"),
+         "sy.ini:4: listen address 0.0.0.0:6432 conflicts with 127.0.0.1:6432 of the admin endpoint (line 2)"),
+        (lines("[service pg]", "listen = 127.0.0.1:9000", "server = s 1.1.1.1:1", "[global]", "admin = 127.0.0.1:9000"),
+         "sy.ini:5: admin address 127.0.0.1:9000 is already used by service pg (line 2)"),
+        (lines("[service pg]", "listen = 0.0.0.0:1", "server = s 1.1.1.1:1", "eject_time = 30s", "eject_time_max = 20s"),
+         "sy.ini:5: eject_time_max is shorter than eject_time: an ejection lasts at least eject_time"),
+        (lines("[service pg]", "listen = 0.0.0.0:9000", "server = s 1.1.1.1:1"),
+         "sy.ini:2: listen address 0.0.0.0:9000 conflicts with the admin endpoint's default address 127.0.0.1:9000 (move it with admin = HOST:PORT, or turn it off with admin =, in [global])"),
     ])
     func errorsNameFileAndLine(text: String, expected: String) {
         #expect(loadError(text) == expected)

@@ -332,6 +332,22 @@ extension ServiceHealth {
         #expect(h.connectFailed(0, now: 10_001, reason: "x", random: 0)?.transition.name == "ejected")
     }
 
+    /// With `check = none` a disabled or drained server is never given the trial that would end
+    /// its ejection: it must not keep the cap from ejecting a server that takes traffic.
+    @Test func aDisabledOrDrainedServerDoesNotHoldTheCap() {
+        for state in [AdminState.disabled, .draining] {
+            var h = passive(["a", "b", "c"])
+            #expect(h.failConnects(0, 3, now: 0)?.transition.name == "ejected")
+            _ = h.tick(now: 20_000)  // a: half-open, and no trial while not enabled
+            _ = h.setAdminState(0, state, now: 20_000)
+            #expect(h.ejectedCount == 0)
+            #expect(h.failConnects(1, 3, now: 20_001)?.transition.name == "ejected", "\(state)")
+            // Enabled again, a is half-open and gets its trial.
+            _ = h.setAdminState(0, .enabled, now: 20_002)
+            #expect(h.admit(0, now: 20_002) == .trial)
+        }
+    }
+
     @Test func panicAdmitsEveryEnabledServer() {
         var h = passive(["a", "b"]) { $0.maxEjectionPercent = 100 }
         h.failConnects(0, 3, now: 0)
@@ -450,5 +466,24 @@ extension ServiceHealth {
         #expect(h.admit(7, now: 0) == .refused)
         #expect(h.connectFailed(-1, now: 0, reason: "x", random: 0) == nil)
         #expect(!h.isUsable(9))
+    }
+}
+
+@Suite struct HealthAdoptionTests {
+    /// A reload to `check = none` keeps a server's counters but not a down state no probe would
+    /// ever lift.
+    @Test func adoptingIntoCheckNoneBringsADownServerUp() {
+        var probed = service(["a"]) { $0.checkInitial = .up }
+        for t in 1...3 { _ = probed.probeFailed(0, now: UInt64(t), reason: "refused") }
+        #expect(!probed.isUsable(0))
+        var unprobed = passive(["a"])
+        unprobed.adopt(probed.servers[0], at: 0)
+        #expect(unprobed.isUsable(0))
+        #expect(unprobed.servers[0].state == .up)
+
+        // With probes still on, the down state is carried over.
+        var stillProbed = service(["a"]) { $0.checkInitial = .up }
+        stillProbed.adopt(probed.servers[0], at: 0)
+        #expect(!stillProbed.isUsable(0))
     }
 }

@@ -166,6 +166,7 @@ extension INIParserTests {
             ("db.local:5432", "db.local", 5432),
             ("localhost:0", "localhost", 0),
             ("my_host-1.Example.com:65535", "my_host-1.Example.com", 65535),
+            ("pg.default.svc.cluster.local.:5432", "pg.default.svc.cluster.local.", 5432),  // fully qualified
         ] as [(String, String, UInt16)])
         func valid(text: String, host: String, port: UInt16) {
             let parsed = parseHostPort(text)
@@ -177,7 +178,7 @@ extension INIParserTests {
             "10.0.0.1:70000", "10.0.0.1:65536", "10.0.0.1", "10.0.0.1:", "10.0.0.1:http", "10.0.0.1:-1",
             "10.0.0.1:+80", "[::1]", "[::1]80", "[::1:80", "::1:80", "[1::2::3]:80", "[1:2:3:4:5:6:7:8:9]:80",
             "[1:2:3]:80", "[10.0.0.1]:80", "[]:80", "256.0.0.1:80", "10.0.0:80", "01.2.3.4:80", ":80", "",
-            "host name:80", "-bad.example:80", "bad..example:80", "db.local:5432 ",
+            "host name:80", "-bad.example:80", "bad..example:80", "db.local:5432 ", ".:80", "db.local..:80", ".db.local:80",
         ])
         func invalid(text: String) {
             #expect(parseHostPort(text) == nil)

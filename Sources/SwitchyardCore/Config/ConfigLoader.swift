@@ -42,6 +42,7 @@ public enum ConfigLoader {
             }
         }
         try loader.finishSection()
+        try loader.checkDefaultAdminAddress()
         guard !loader.config.services.isEmpty else {
             throw ConfigError(
                 file: file, line: parser.lineCount,
@@ -269,11 +270,11 @@ extension ValueParser where V == [UInt8]? {
 }
 
 extension ValueParser where V == Int? {
-    /// A positive integer, or `auto` (nil).
+    /// 1...`maxWorkers`, or `auto` (nil).
     static var workers: ValueParser {
-        .simple(kind: "number", expected: "a whole number greater than 0, or auto") { text in
+        .simple(kind: "number", expected: "a whole number from 1 to \(SwitchyardConfig.maxWorkers), or auto") { text in
             if text == "auto" { return .some(nil) }
-            return parsePositiveInt(text).map { .some($0) }
+            return parsePositiveInt(text).flatMap { $0 <= SwitchyardConfig.maxWorkers ? .some($0) : nil }
         }
     }
 }
@@ -337,7 +338,8 @@ private struct Loader {
     private var seenKeys: [String: Int] = [:]
     private var globalLine: Int?
     private var serviceLines: [String: Int] = [:]
-    /// Listen addresses accepted so far, to catch two listeners on one socket.
+    /// Listen addresses (and the admin address, service "") accepted so far, to catch two
+    /// listeners on one socket.
     private var bound: [(address: HostPort, service: String, line: Int)] = []
 
     init(file: String, environment: [String: String]) {
@@ -391,6 +393,9 @@ private struct Loader {
             if service.servers.isEmpty {
                 throw error(service.line, "service \(service.name) has no server (add server = NAME HOST:PORT)")
             }
+            if let line = seenKeys["eject_time_max"], service.health.ejectTimeMax < service.health.ejectTime {
+                throw error(line, "eject_time_max is shorter than eject_time: an ejection lasts at least eject_time")
+            }
             if service.health.check != .tcp {
                 for key in ["check_send", "check_expect"] {
                     if let line = seenKeys[key] {
@@ -410,6 +415,9 @@ private struct Loader {
             throw error(line, "\"\(key)\" is outside any section")
         case .global(var global):
             try apply(ConfigSchema.global, to: &global, key: key, rawValue: rawValue, line: line)
+            if key == "admin", let address = global.admin {
+                try bind(address, service: "", line: line)
+            }
             current = .global(global)
         case .service(var service):
             let listenCount = service.listen.count
@@ -442,13 +450,24 @@ private struct Loader {
         }
     }
 
+    /// The admin endpoint's default address (no `admin` line) must not be a service's too.
+    func checkDefaultAdminAddress() throws(ConfigError) {
+        guard !bound.contains(where: { $0.service.isEmpty }), let admin = config.global.admin,
+              let other = bound.first(where: { listenAddressesConflict($0.address, admin) })
+        else { return }
+        throw error(other.line, "listen address \(other.address) conflicts with the admin endpoint's default address \(admin) (move it with admin = HOST:PORT, or turn it off with admin =, in [global])")
+    }
+
+    /// `service`: the listening service's name, or "" for the admin endpoint.
     private mutating func bind(_ address: HostPort, service: String, line: Int) throws(ConfigError) {
         if let other = bound.first(where: { listenAddressesConflict($0.address, address) }) {
-            let owner = other.service == service ? "this service" : "service \(other.service)"
+            let owner = other.service.isEmpty ? "the admin endpoint"
+                : other.service == service ? "this service" : "service \(other.service)"
+            let what = service.isEmpty ? "admin address" : "listen address"
             if other.address == address {
-                throw error(line, "listen address \(address) is already used by \(owner) (line \(other.line))")
+                throw error(line, "\(what) \(address) is already used by \(owner) (line \(other.line))")
             }
-            throw error(line, "listen address \(address) conflicts with \(other.address) of \(owner) (line \(other.line))")
+            throw error(line, "\(what) \(address) conflicts with \(other.address) of \(owner) (line \(other.line))")
         }
         bound.append((address, service, line))
     }

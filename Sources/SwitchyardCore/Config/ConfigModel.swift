@@ -122,6 +122,8 @@ public struct ServiceConfig: Equatable, Sendable {
 }
 
 public struct SwitchyardConfig: Equatable, Sendable {
+    /// Most event-loop threads `workers` may ask for (and what `auto` is capped at).
+    public static let maxWorkers = 256
     /// The file it was read from (for messages).
     public var file: String
     public var global: GlobalConfig

@@ -327,8 +327,11 @@ private func parseIPv6(_ text: ArraySlice<UInt8>) -> (groups: [UInt16], zone: St
     return (all, zone)
 }
 
-/// Labels of letters, digits, `-` and `_` (1...63 each, not starting or ending with `-`), dot-separated.
-private func isDNSName(_ bytes: ArraySlice<UInt8>) -> Bool {
+/// Labels of letters, digits, `-` and `_` (1...63 each, not starting or ending with `-`), dot-separated;
+/// one trailing dot allowed (a fully-qualified name: `db.svc.cluster.local.` skips search domains).
+private func isDNSName(_ name: ArraySlice<UInt8>) -> Bool {
+    var bytes = name
+    if bytes.count > 1, bytes.last == UInt8(ascii: ".") { bytes = bytes.dropLast() }
     guard !bytes.isEmpty, bytes.count <= 253 else { return false }
     for label in bytes.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false) {
         guard (1...63).contains(label.count),

@@ -94,6 +94,13 @@ public struct ServiceHealth: Sendable {
         guard servers.indices.contains(server) else { return }
         var carried = state
         carried.name = servers[server].name
+        if settings.check == .none {
+            // No probe will ever bring a server up again: with `check = none` every server is up.
+            carried.isActiveUp = true
+            carried.everUp = true
+            carried.probeSuccesses = 0
+            carried.probeFailures = 0
+        }
         servers[server] = carried
     }
 
@@ -103,8 +110,12 @@ public struct ServiceHealth: Sendable {
         return servers.count * percent / 100
     }
 
-    /// Servers ejected or half-open now.
-    public var ejectedCount: Int { servers.reduce(0) { $0 + ($1.isEjected ? 1 : 0) } }
+    /// Servers ejected or half-open now, among those taking traffic: a drained or disabled server
+    /// gets no trial to end its ejection (with `check = none` nothing else ends it), so it must not
+    /// hold a share of `max_ejection_percent` that healthy servers' failures would need.
+    public var ejectedCount: Int {
+        servers.reduce(0) { $0 + ($1.isEjected && $1.adminState == .enabled ? 1 : 0) }
+    }
 
     public func isUsable(_ server: Int) -> Bool {
         servers.indices.contains(server) && servers[server].isUsable
