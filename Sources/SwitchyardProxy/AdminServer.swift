@@ -37,8 +37,9 @@ final class AdminServer {
         runtime.logger.info("admin listening", metadata: ["address": "\(boundAddress)"])
     }
 
-    /// Stops listening and drops the connections still waiting for their answer; answered ones
-    /// finish sending it (each holds this server until its close callback).
+    /// Stops listening and drops the connections still waiting for their request; those being
+    /// answered (even from inside `respond`, as a reload that moves the endpoint does) finish
+    /// sending the answer (each holds this server until its close callback).
     func close() {
         listener.close()
         for connection in connections.values where !connection.answered { connection.abort() }
@@ -169,6 +170,7 @@ private final class AdminConnection: TCPStreamDelegate {
         case .needMore:
             break
         case .complete(let request):
+            answered = true  // before `respond`, which may close the endpoint (see `close`)
             send(server.respond(to: request), includeBody: request.method != "HEAD")
         case .error(let status, let message):
             send(.error(status, message), includeBody: true)

@@ -66,7 +66,7 @@ public final class ProxyRuntime: @unchecked Sendable {
         self.reloadSource = reload
         self.maxConnections = Atomic(config.global.maxConnections)
         let cpus = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
-        self.workerCount = max(1, config.global.workers ?? max(1, cpus))
+        self.workerCount = max(1, config.global.workers ?? min(max(1, cpus), SwitchyardConfig.maxWorkers))
     }
 
     var control: Worker { workers[0] }
@@ -447,6 +447,17 @@ public final class ProxyRuntime: @unchecked Sendable {
             for l in prebound.values { l.listener.close() }
             return reloadFailed("\(error)", trigger: trigger)
         }
+        // A moved admin endpoint is bound now too: if it cannot be, nothing changes.
+        let adminMoves = newConfig.global.admin != config.global.admin
+        var newAdmin: AdminServer?
+        if adminMoves, let address = newConfig.global.admin {
+            do {
+                newAdmin = try AdminServer(runtime: self, address: address)
+            } catch {
+                for l in prebound.values { l.listener.close() }
+                return reloadFailed("\(error)", trigger: trigger)
+            }
+        }
         // Apply: shared state first, then every worker's listeners and services.
         var byName: [String: SharedService] = [:]
         for service in services { byName[service.name] = service }
@@ -493,22 +504,12 @@ public final class ProxyRuntime: @unchecked Sendable {
             }
         }
         maxConnections.store(newConfig.global.maxConnections, ordering: .relaxed)
-        let oldAdmin = config.global.admin
         config = newConfig
-        if oldAdmin != newConfig.global.admin {
-            // On a later loop turn: a reload requested through the endpoint gets its answer first.
-            control.loop.execute { [self] in
-                guard lifecycle == .running, config.global.admin == newConfig.global.admin else { return }
-                admin?.close()
-                admin = nil
-                if let address = newConfig.global.admin {
-                    do {
-                        admin = try AdminServer(runtime: self, address: address)
-                    } catch {
-                        logger.error("reload: admin endpoint not restarted", metadata: ["error": "\(error)"])
-                    }
-                }
-            }
+        if adminMoves {
+            // A request being answered (this reload's, if it came through the endpoint) still
+            // gets its answer on the old address.
+            admin?.close()
+            admin = newAdmin
         }
         reloadsSucceeded &+= 1
         logger.notice("configuration reloaded", metadata: ["trigger": "\(trigger)", "services": "\(services.count)"])

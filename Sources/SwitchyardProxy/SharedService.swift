@@ -277,7 +277,16 @@ final class SharedService: Sendable {
     /// keep their descriptor, health state and open connections; removed servers drain.
     /// Returns the removed servers.
     func update(to newConfig: ServiceConfig, now: UInt64) -> [ServerDescriptor] {
-        state.withLock { s in
+        // New and moved servers are resolved before the lock is taken: a slow DNS answer must not
+        // hold up the workers picking servers of this service meanwhile.
+        let known = state.withLock { s in
+            Dictionary(s.servers.map { ($0.name, $0.configuredAddress) }, uniquingKeysWith: { first, _ in first })
+        }
+        var created: [String: ServerDescriptor] = [:]
+        for serverConfig in newConfig.servers where known[serverConfig.name] != serverConfig.address {
+            created[serverConfig.name] = ServerDescriptor(config: serverConfig, workers: workerCount)
+        }
+        return state.withLock { s in
             var kept: [String: ServerDescriptor] = [:]
             for server in s.servers { kept[server.name] = server }
             var servers: [ServerDescriptor] = []
@@ -289,7 +298,7 @@ final class SharedService: Sendable {
                     carried.append((newIndex, s.health.servers[oldIndex], old.slot.held))
                     servers.append(old)
                 } else {
-                    servers.append(ServerDescriptor(config: serverConfig, workers: workerCount))
+                    servers.append(created[serverConfig.name] ?? ServerDescriptor(config: serverConfig, workers: workerCount))
                 }
             }
             var next = State(config: newConfig, servers: servers, now: now)

@@ -118,7 +118,7 @@ struct AdminEndpointTests {
         #expect(unknownService.status == 404, "\(unknownService)")
     }
 
-    @Test("A reload through the endpoint that moves the endpoint answers on the old address, then serves on the new one")
+    @Test("A reload that moves the endpoint: to an address in use it fails and changes nothing; to a free one it is answered on the old address, then the endpoint serves on the new one")
     func reloadMovingTheEndpoint() throws {
         let echo = try Backend(name: "echo", behavior: .echo)
         defer { echo.stop() }
@@ -126,9 +126,18 @@ struct AdminEndpointTests {
         let proxy = try SwitchyardProcess(config: OpsConfig.global() + service)
         defer { proxy.stop() }
         let oldPort = try proxy.adminPort()
+
+        let (busy, busyPort) = try HealthBackend.makeListenerOutsideEphemeralRange()
+        defer { close(busy) }
+        try proxy.rewriteConfig(OpsConfig.global(admin: "127.0.0.1:\(busyPort)") + service)
+        let refused = try AdminHTTP.request(port: oldPort, method: "POST", path: "/reload")
+        #expect(refused.status == 400, "\(refused)")
+        #expect(refused.text.contains("reload failed"), "\(refused)")
+        #expect(try AdminHTTP.request(port: oldPort, method: "GET", path: "/healthz").status == 200, "the endpoint left its address")
+        #expect(try proxy.metrics().value("switchyard_config_reloads_total", ["result": "failure"]) == 1)
+
         let newPort = try reserveLoopbackPort()
         try proxy.rewriteConfig(OpsConfig.global(admin: "127.0.0.1:\(newPort)") + service)
-
         let reply = try AdminHTTP.request(port: oldPort, method: "POST", path: "/reload")
         #expect(reply.status == 200, "\(reply)")
         #expect(reply.text == "reloaded\n")
