@@ -67,6 +67,15 @@ final class HealthControl {
         probeAnswered(server)
     }
 
+    /// A probe that could not start for want of a local resource: neither a pass nor a failure.
+    /// Logged once per run of such probes of a server.
+    func probeSkipped(_ server: ServerDescriptor, reason: String, firstInARow: Bool) {
+        guard firstInARow else { return }
+        runtime.logger.warning(
+            "probe skipped: out of a local resource, not held against the server",
+            metadata: ["service": "\(shared.name)", "server": "\(server.name)", "error": "\(reason)"])
+    }
+
     func nextProbeDelay() -> UInt64 { shared.probeDelay() }
 
     private func probeAnswered(_ server: ServerDescriptor) {

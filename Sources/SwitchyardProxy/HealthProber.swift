@@ -16,6 +16,8 @@ final class HealthProber: TCPStreamDelegate {
     private var received: [UInt8] = []
     private var inFlight = false
     private var stopped = false
+    /// The last probe could not even start for want of a local resource (see `skip`).
+    private var skipping = false
 
     private let settings: HealthSettings
 
@@ -64,13 +66,28 @@ final class HealthProber: TCPStreamDelegate {
             try stream.connect(to: target)
             timer?.start(timeout: max(1, settings.checkTimeout.wholeMilliseconds))
         } catch {
-            finish(.fail(reason: error.description))
+            if error.isLocalResourceShortage { skip(error) } else { finish(.fail(reason: error.description)) }
+        }
+    }
+
+    /// Out of descriptors, memory or local ports here: the probe says nothing about the server, so
+    /// it counts neither way (as for client connects) and the next one comes at the usual time.
+    private func skip(_ error: UVError) {
+        guard inFlight else { return }
+        inFlight = false
+        stream?.close()
+        stream = nil
+        service.probeSkipped(server, reason: error.description, firstInARow: !skipping)
+        skipping = true
+        if !stopped {
+            timer?.start(timeout: service.nextProbeDelay())
         }
     }
 
     private func finish(_ verdict: ProbeVerdict) {
         guard inFlight else { return }
         inFlight = false
+        skipping = false
         stream?.close()
         stream = nil
         switch verdict {
@@ -91,7 +108,7 @@ final class HealthProber: TCPStreamDelegate {
     func stream(_ stream: TCPStream, didConnect error: UVError?) {
         guard stream === self.stream else { return }
         if let error {
-            finish(.fail(reason: error.description))
+            if error.isLocalResourceShortage { skip(error) } else { finish(.fail(reason: error.description)) }
             return
         }
         if !probe.request.isEmpty {

@@ -69,6 +69,34 @@ public final class ProxyRuntime: @unchecked Sendable {
         self.workerCount = max(1, config.global.workers ?? min(max(1, cpus), SwitchyardConfig.maxWorkers))
     }
 
+    /// Raises the soft limit on open descriptors to the hard one (as nginx, HAProxy and Go do:
+    /// systemd and container runtimes often start a process at 1024, about 500 connections), and
+    /// warns when even that is short for `max_connections` (two descriptors per connection, six
+    /// while spliced): past the limit, accepted clients are closed and connects fail.
+    private func raiseDescriptorLimit() {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+        var target = limit.rlim_max
+        if target == rlim_t.max {  // RLIM_INFINITY, which the kernel refuses for RLIMIT_NOFILE
+            target = rlim_t(readNumber("/proc/sys/fs/nr_open") ?? 1 << 20)
+        }
+        if limit.rlim_cur < target {
+            let before = limit.rlim_cur
+            limit.rlim_cur = target
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 {
+                logger.info("open file limit raised", metadata: ["from": "\(before)", "to": "\(target)"])
+            } else {
+                limit.rlim_cur = before
+            }
+        }
+        let needed = UInt64(2 * config.global.maxConnections + 64)
+        if UInt64(limit.rlim_cur) < needed {
+            logger.warning(
+                "open file limit is low for max_connections: raise the hard limit (ulimit -Hn, LimitNOFILE=, --ulimit nofile=) or lower max_connections",
+                metadata: ["limit": "\(limit.rlim_cur)", "max_connections": "\(config.global.maxConnections)", "needed": "\(needed)"])
+        }
+    }
+
     var control: Worker { workers[0] }
     var loop: EventLoop { workers[0].loop }
 
@@ -87,6 +115,7 @@ public final class ProxyRuntime: @unchecked Sendable {
         var none = sigset_t()
         sigemptyset(&none)
         pthread_sigmask(SIG_SETMASK, &none, nil)
+        raiseDescriptorLimit()
 
         let control: Worker
         do {
@@ -622,4 +651,13 @@ private final class WorkerStarter: @unchecked Sendable {
 
 public enum SwitchyardVersion {
     public static let current = "0.1.0"
+}
+
+/// The number a one-line file such as /proc/sys/fs/nr_open holds, or nil.
+private func readNumber(_ path: String) -> UInt? {
+    guard let file = fopen(path, "r") else { return nil }
+    defer { fclose(file) }
+    var line = [CChar](repeating: 0, count: 32)
+    guard fgets(&line, Int32(line.count), file) != nil else { return nil }
+    return UInt(String(cString: line).filter(\.isNumber))
 }

@@ -274,13 +274,15 @@ final class SharedService: Sendable {
     // MARK: Reload (control worker)
 
     /// Applies a new configuration of this service. Servers that stay (same name and address)
-    /// keep their descriptor, health state and open connections; removed servers drain.
+    /// keep their descriptor, health state and open connections; removed servers drain. A server
+    /// whose name did not resolve gets a new descriptor, so that a reload resolves it again.
     /// Returns the removed servers.
     func update(to newConfig: ServiceConfig, now: UInt64) -> [ServerDescriptor] {
-        // New and moved servers are resolved before the lock is taken: a slow DNS answer must not
-        // hold up the workers picking servers of this service meanwhile.
+        // New and moved servers, and those whose name did not resolve before, are resolved before
+        // the lock is taken: a slow DNS answer must not hold up the workers picking servers of
+        // this service meanwhile.
         let known = state.withLock { s in
-            Dictionary(s.servers.map { ($0.name, $0.configuredAddress) }, uniquingKeysWith: { first, _ in first })
+            Dictionary(s.servers.filter(\.hasAddress).map { ($0.name, $0.configuredAddress) }, uniquingKeysWith: { first, _ in first })
         }
         var created: [String: ServerDescriptor] = [:]
         for serverConfig in newConfig.servers where known[serverConfig.name] != serverConfig.address {
@@ -293,7 +295,7 @@ final class SharedService: Sendable {
             var carried: [(Int, ServerHealth, Int)] = []  // new index, state, held
             for (newIndex, serverConfig) in newConfig.servers.enumerated() {
                 if let old = kept[serverConfig.name], old.configuredAddress == serverConfig.address,
-                   let oldIndex = old.slot.index {
+                   old.hasAddress, let oldIndex = old.slot.index {
                     kept[serverConfig.name] = nil
                     carried.append((newIndex, s.health.servers[oldIndex], old.slot.held))
                     servers.append(old)
@@ -311,7 +313,9 @@ final class SharedService: Sendable {
             for removed in kept.values { removed.slot.index = nil }
             next.syncAll(now: now)
             s = next
-            return Array(kept.values)
+            // An unresolved server replaced by itself had no connection: not "removed".
+            let renewed = Set(servers.map(\.name))
+            return kept.values.filter { $0.hasAddress || !renewed.contains($0.name) }
         }
     }
 }
