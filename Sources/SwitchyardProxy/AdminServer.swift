@@ -37,6 +37,11 @@ final class AdminServer {
         runtime.logger.info("admin listening", metadata: ["address": "\(boundAddress)"])
     }
 
+    /// Stops accepting; open connections carry on (see `close`).
+    func stopListening() {
+        listener.close()
+    }
+
     /// Stops listening and drops the connections still waiting for their request; those being
     /// answered (even from inside `respond`, as a reload that moves the endpoint does) finish
     /// sending the answer (each holds this server until its close callback).

@@ -69,11 +69,15 @@ final class HealthControl {
 
     /// A probe that could not start for want of a local resource: neither a pass nor a failure.
     /// Logged once per run of such probes of a server.
+    /// It still ends the server's part of the first probe round (its state stays as
+    /// `check_initial` says), so that a shortage at start does not keep the listeners shut.
     func probeSkipped(_ server: ServerDescriptor, reason: String, firstInARow: Bool) {
-        guard firstInARow else { return }
-        runtime.logger.warning(
-            "probe skipped: out of a local resource, not held against the server",
-            metadata: ["service": "\(shared.name)", "server": "\(server.name)", "error": "\(reason)"])
+        if firstInARow {
+            runtime.logger.warning(
+                "probe skipped: out of a local resource, not held against the server",
+                metadata: ["service": "\(shared.name)", "server": "\(server.name)", "error": "\(reason)"])
+        }
+        probeAnswered(server)
     }
 
     func nextProbeDelay() -> UInt64 { shared.probeDelay() }

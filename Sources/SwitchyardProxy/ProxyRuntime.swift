@@ -476,13 +476,23 @@ public final class ProxyRuntime: @unchecked Sendable {
             for l in prebound.values { l.listener.close() }
             return reloadFailed("\(error)", trigger: trigger)
         }
-        // A moved admin endpoint is bound now too: if it cannot be, nothing changes.
-        let adminMoves = newConfig.global.admin != config.global.admin
+        // A moved admin endpoint is bound now too: if it cannot be, nothing changes. On the same
+        // port as the old address (127.0.0.1:9000 to 0.0.0.0:9000) the old socket must go first;
+        // if the new one cannot be bound then, the old address is bound again.
+        let oldAdmin = config.global.admin
+        let adminMoves = newConfig.global.admin != oldAdmin
         var newAdmin: AdminServer?
         if adminMoves, let address = newConfig.global.admin {
+            let overlaps = oldAdmin.map { listenAddressesConflict($0, address) } ?? false
+            if overlaps { admin?.stopListening() }
             do {
                 newAdmin = try AdminServer(runtime: self, address: address)
             } catch {
+                if overlaps, let oldAdmin {
+                    admin?.close()
+                    admin = try? AdminServer(runtime: self, address: oldAdmin)
+                    if admin == nil { logger.error("reload: admin endpoint could not be bound again", metadata: ["address": "\(oldAdmin)"]) }
+                }
                 for l in prebound.values { l.listener.close() }
                 return reloadFailed("\(error)", trigger: trigger)
             }

@@ -192,7 +192,9 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
             // Bytes leaving count as activity too, not only bytes arriving: a slow reader taking a
             // long answer after its server went quiet keeps the connection (nginx's
             // proxy_timeout counts reads and writes alike). The bytes not yet acknowledged fall
-            // as the reader takes them; any change since the last check is progress.
+            // as the reader takes them; any change since the last check is progress, dated to
+            // this check. While some are pending the checks come every quarter of the timeout,
+            // so a reader that stops is cut at most a quarter late.
             let unacknowledged = unacknowledgedOutput()
             if unacknowledged != unacknowledgedAtLastCheck {
                 unacknowledgedAtLastCheck = unacknowledged
@@ -202,7 +204,8 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
             if quiet >= idle {
                 finish("idle_timeout")
             } else {
-                timer?.start(timeout: idle - quiet)
+                let remaining = idle - quiet
+                timer?.start(timeout: unacknowledged > 0 ? min(remaining, max(1, idle / 4)) : remaining)
             }
         case .finished:
             break

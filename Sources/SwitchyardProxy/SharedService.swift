@@ -293,9 +293,16 @@ final class SharedService: Sendable {
             for server in s.servers { kept[server.name] = server }
             var servers: [ServerDescriptor] = []
             var carried: [(Int, ServerHealth, Int)] = []  // new index, state, held
+            var adminStates: [(Int, AdminState)] = []  // unresolved servers resolved again
             for (newIndex, serverConfig) in newConfig.servers.enumerated() {
                 if let old = kept[serverConfig.name], old.configuredAddress == serverConfig.address,
-                   old.hasAddress, let oldIndex = old.slot.index {
+                   let oldIndex = old.slot.index {
+                    if !old.hasAddress {
+                        // Resolved again (a new descriptor); an operator's drain or disable stays.
+                        adminStates.append((newIndex, s.health.servers[oldIndex].adminState))
+                        servers.append(created[serverConfig.name] ?? ServerDescriptor(config: serverConfig, workers: workerCount))
+                        continue
+                    }
                     kept[serverConfig.name] = nil
                     carried.append((newIndex, s.health.servers[oldIndex], old.slot.held))
                     servers.append(old)
@@ -308,6 +315,9 @@ final class SharedService: Sendable {
             for (index, health, held) in carried {
                 next.health.adopt(health, at: index)
                 next.balancer.assumeTaken(index, count: held)
+            }
+            for (index, adminState) in adminStates where adminState != .enabled {
+                _ = next.health.setAdminState(index, adminState, now: now)
             }
             // Removed servers keep their held counts until their connections end.
             for removed in kept.values { removed.slot.index = nil }

@@ -342,10 +342,32 @@ extension ServiceHealth {
             _ = h.setAdminState(0, state, now: 20_000)
             #expect(h.ejectedCount == 0)
             #expect(h.failConnects(1, 3, now: 20_001)?.transition.name == "ejected", "\(state)")
-            // Enabled again, a is half-open and gets its trial.
+            // Enabled again with the cap taken by b, a comes back closed (see the next test).
             _ = h.setAdminState(0, .enabled, now: 20_002)
-            #expect(h.admit(0, now: 20_002) == .trial)
+            #expect(h.admit(0, now: 20_002) == .allowed)
+            #expect(h.ejectedCount == 1)
         }
+    }
+
+    /// Re-enabled while others fill the cap, an ejected server comes back closed: the count never
+    /// passes `max_ejection_percent`.
+    @Test func reEnablingAnEjectedServerNeverExceedsTheCap() {
+        var h = passive(["a", "b", "c", "d"])  // cap 2
+        #expect(h.failConnects(0, 3, now: 0)?.transition.name == "ejected")
+        _ = h.setAdminState(0, .disabled, now: 1)
+        #expect(h.failConnects(1, 3, now: 2)?.transition.name == "ejected")
+        #expect(h.failConnects(2, 3, now: 2)?.transition.name == "ejected")
+        #expect(h.ejectedCount == 2)
+        _ = h.setAdminState(0, .enabled, now: 3)
+        #expect(h.ejectedCount == 2)
+        #expect(h.isUsable(0), "back in service, closed")
+        // With room under the cap, a re-enabled server keeps its ejection.
+        var roomy = passive(["a", "b", "c", "d"])
+        #expect(roomy.failConnects(0, 3, now: 0)?.transition.name == "ejected")
+        _ = roomy.setAdminState(0, .disabled, now: 1)
+        _ = roomy.setAdminState(0, .enabled, now: 2)
+        #expect(roomy.ejectedCount == 1)
+        #expect(!roomy.isUsable(0))
     }
 
     @Test func panicAdmitsEveryEnabledServer() {

@@ -118,7 +118,7 @@ struct AdminEndpointTests {
         #expect(unknownService.status == 404, "\(unknownService)")
     }
 
-    @Test("A reload that moves the endpoint: to an address in use it fails and changes nothing; to a free one it is answered on the old address, then the endpoint serves on the new one")
+    @Test("A reload that moves the endpoint: to an address in use it fails and changes nothing; to a free one (or the same port on every address) it is answered on the old address, then the endpoint serves on the new one")
     func reloadMovingTheEndpoint() throws {
         let echo = try Backend(name: "echo", behavior: .echo)
         defer { echo.stop() }
@@ -145,6 +145,14 @@ struct AdminEndpointTests {
             (try? AdminHTTP.request(port: newPort, method: "GET", path: "/healthz"))?.status == 200
         }
         #expect((try? AdminHTTP.request(port: oldPort, method: "GET", path: "/healthz")) == nil, "the old port still answers")
+
+        // The same port on every address: the old socket has to go first (two sockets cannot
+        // listen on overlapping addresses).
+        try proxy.rewriteConfig(OpsConfig.global(admin: "0.0.0.0:\(newPort)") + service)
+        let widened = try AdminHTTP.request(port: newPort, method: "POST", path: "/reload")
+        #expect(widened.status == 200, "\(widened)")
+        #expect(try AdminHTTP.request(port: newPort, method: "GET", path: "/healthz").status == 200)
+        #expect(proxy.logCount("configuration reloaded") == 2)
         #expect(proxy.isRunning)
     }
 

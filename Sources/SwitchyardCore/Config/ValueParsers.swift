@@ -159,7 +159,7 @@ enum ListenHost: Hashable {
 
 /// True when binding both addresses would clash: same port (not 0) and the same host, or a wildcard
 /// (0.0.0.0 / ::) and any address of the same family.
-func listenAddressesConflict(_ a: HostPort, _ b: HostPort) -> Bool {
+public func listenAddressesConflict(_ a: HostPort, _ b: HostPort) -> Bool {
     guard a.port == b.port, a.port != 0 else { return false }
     let ha = ListenHost(a.host)
     let hb = ListenHost(b.host)

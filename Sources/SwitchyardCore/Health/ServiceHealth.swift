@@ -196,6 +196,12 @@ public struct ServiceHealth: Sendable {
     public mutating func setAdminState(_ server: Int, _ state: AdminState, now: UInt64) -> HealthEvent? {
         guard servers.indices.contains(server) else { return nil }
         let change = servers[server].setAdminState(state, now: now, settings: settings)
+        // An ejected server taken out of service stopped counting against the cap (see
+        // `ejectedCount`); back in service with the cap already reached by others, it comes
+        // back closed rather than push the count past `max_ejection_percent`.
+        if change != nil, state == .enabled, servers[server].isEjected, ejectedCount > maxEjected {
+            servers[server].closeCircuit()
+        }
         return event(server, change)
     }
 
