@@ -66,8 +66,13 @@ final class HealthProber: TCPStreamDelegate {
             try stream.connect(to: target)
             timer?.start(timeout: max(1, settings.checkTimeout.wholeMilliseconds))
         } catch {
-            if error.isLocalResourceShortage { skip(error) } else { finish(.fail(reason: error.description)) }
+            failed(error)
         }
+    }
+
+    /// A connect that failed: a verdict on the server, unless the shortage is ours (`skip`).
+    private func failed(_ error: UVError) {
+        if error.isLocalResourceShortage { skip(error) } else { finish(.fail(reason: error.description)) }
     }
 
     /// Out of descriptors, memory or local ports here: the probe says nothing about the server, so
@@ -108,7 +113,7 @@ final class HealthProber: TCPStreamDelegate {
     func stream(_ stream: TCPStream, didConnect error: UVError?) {
         guard stream === self.stream else { return }
         if let error {
-            if error.isLocalResourceShortage { skip(error) } else { finish(.fail(reason: error.description)) }
+            failed(error)
             return
         }
         if !probe.request.isEmpty {

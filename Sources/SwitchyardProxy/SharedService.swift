@@ -295,20 +295,20 @@ final class SharedService: Sendable {
             var carried: [(Int, ServerHealth, Int)] = []  // new index, state, held
             var adminStates: [(Int, AdminState)] = []  // unresolved servers resolved again
             for (newIndex, serverConfig) in newConfig.servers.enumerated() {
-                if let old = kept[serverConfig.name], old.configuredAddress == serverConfig.address,
-                   let oldIndex = old.slot.index {
-                    if !old.hasAddress {
-                        // Resolved again (a new descriptor); an operator's drain or disable stays.
-                        adminStates.append((newIndex, s.health.servers[oldIndex].adminState))
-                        servers.append(created[serverConfig.name] ?? ServerDescriptor(config: serverConfig, workers: workerCount))
+                let name = serverConfig.name
+                if let old = kept[name], old.configuredAddress == serverConfig.address, let oldIndex = old.slot.index {
+                    kept[name] = nil
+                    if old.hasAddress {
+                        carried.append((newIndex, s.health.servers[oldIndex], old.slot.held))
+                        servers.append(old)
                         continue
                     }
-                    kept[serverConfig.name] = nil
-                    carried.append((newIndex, s.health.servers[oldIndex], old.slot.held))
-                    servers.append(old)
-                } else {
-                    servers.append(created[serverConfig.name] ?? ServerDescriptor(config: serverConfig, workers: workerCount))
+                    // Unresolved (so never connected to): replaced by its new descriptor, resolved
+                    // again; an operator's drain or disable stays.
+                    old.slot.index = nil
+                    adminStates.append((newIndex, s.health.servers[oldIndex].adminState))
                 }
+                servers.append(created[name] ?? ServerDescriptor(config: serverConfig, workers: workerCount))
             }
             var next = State(config: newConfig, servers: servers, now: now)
             next.random = s.random
@@ -323,9 +323,7 @@ final class SharedService: Sendable {
             for removed in kept.values { removed.slot.index = nil }
             next.syncAll(now: now)
             s = next
-            // An unresolved server replaced by itself had no connection: not "removed".
-            let renewed = Set(servers.map(\.name))
-            return kept.values.filter { $0.hasAddress || !renewed.contains($0.name) }
+            return Array(kept.values)
         }
     }
 }

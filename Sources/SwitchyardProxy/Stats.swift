@@ -137,15 +137,3 @@ extension LatencyHistogram {
         count &+= other.count
     }
 }
-
-extension UVError {
-    /// This process or host ran short of something (descriptors, memory, local ports) before a
-    /// packet left: not the server's fault, so not held against its health (HAProxy's
-    /// `SF_ERR_RESOURCE`).
-    var isLocalResourceShortage: Bool {
-        switch name {
-        case "EMFILE", "ENFILE", "ENOBUFS", "ENOMEM", "EADDRNOTAVAIL": return true
-        default: return false
-        }
-    }
-}

@@ -104,8 +104,9 @@ public final class EventLoop: @unchecked Sendable {
         inbox.withLock { box in
             guard let async = box.async else { return }
             box.jobs.append(work)
-            // Thread-safe in libuv, cheap (coalesces), and under the lock: see `closeInbox`.
-            uv_async_send(async.pointer)
+            // Thread-safe in libuv, cheap (coalesces), and under the lock: see `closeInbox`. It
+            // returns 0 whatever happens (libuv 1.44), so there is nothing to check.
+            _ = uv_async_send(async.pointer)
         }
     }
 

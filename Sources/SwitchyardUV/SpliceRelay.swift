@@ -156,8 +156,7 @@ public final class SpliceRelay {
     /// 0 once closed.
     public var unacknowledgedBytes: Int {
         guard !isClosing else { return 0 }
-        return bufferedBytes + Int(max(0, switchyard_socket_unacked(pollA.fd)))
-            + Int(max(0, switchyard_socket_unacked(pollB.fd)))
+        return bufferedBytes + unacknowledgedSendBytes(pollA.fd) + unacknowledgedSendBytes(pollB.fd)
     }
 
     /// Closes both sockets and both pipes (idempotent). With `reset`, the sockets are closed with a
@@ -191,7 +190,7 @@ public final class SpliceRelay {
             poll.noteStoppedByLibuv()
             pump(from: side)
             if stopped { return }
-            fail(side, socketError(poll.fd).map { UVError(-$0) } ?? UVError(status))
+            fail(side, takePendingSocketError(poll.fd) ?? UVError(status))
             return
         }
         if events & Int32(UV_READABLE.rawValue) != 0 {
@@ -448,20 +447,6 @@ private func duplicate(_ fd: Int32) throws(UVError) -> Int32 {
     let copy = fcntl(fd, F_DUPFD_CLOEXEC, 0)
     if copy < 0 { throw UVError(-errno) }
     return copy
-}
-
-/// The socket's pending error (SO_ERROR), clearing it; nil if none.
-private func socketError(_ fd: Int32) -> Int32? {
-    var value: Int32 = 0
-    var length = socklen_t(MemoryLayout<Int32>.size)
-    guard getsockopt(fd, SOL_SOCKET, SO_ERROR, &value, &length) == 0, value != 0 else { return nil }
-    return value
-}
-
-/// Makes the next close of `fd` send a reset (RST) instead of a FIN.
-private func setLingerZero(_ fd: Int32) {
-    var option = linger(l_onoff: 1, l_linger: 0)
-    _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &option, socklen_t(MemoryLayout<linger>.size))
 }
 
 #else

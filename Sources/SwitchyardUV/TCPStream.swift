@@ -233,7 +233,7 @@ public final class TCPStream: UVHandle {
             // (`uv__stream_io`), so a reset that arrived right behind data looks like an EOF, and a
             // peer's abort would pass on as a clean end. Only then (data read in this same turn)
             // is the socket's pending error worth a system call.
-            if dataReadTurn == eventLoop.turn, let error = takePendingError() {
+            if dataReadTurn == eventLoop.turn, let fd = try? fileDescriptor(), let error = takePendingSocketError(fd) {
                 fastDelegate?.stream(self, didFail: error)
                 return
             }
@@ -303,15 +303,6 @@ public final class TCPStream: UVHandle {
         }
     }
 
-    /// The socket's pending error (`SO_ERROR`, which reading it clears), or nil if there is none.
-    private func takePendingError() -> UVError? {
-        guard let fd = try? fileDescriptor() else { return nil }
-        var value: Int32 = 0
-        var length = socklen_t(MemoryLayout<Int32>.size)
-        guard getsockopt(fd, SOL_SOCKET, SO_ERROR, &value, &length) == 0, value != 0 else { return nil }
-        return UVError(-value)
-    }
-
     /// True while queued writes are above the high-water mark.
     public var isAboveHighWaterMark: Bool { queuedBytes > highWaterMark }
 
@@ -321,7 +312,7 @@ public final class TCPStream: UVHandle {
     /// for every read or write. 0 once closed.
     public var unacknowledgedBytes: Int {
         guard !isClosing, let fd = try? fileDescriptor() else { return 0 }
-        return uv_stream_get_write_queue_size(stream) + Int(max(0, switchyard_socket_unacked(fd)))
+        return uv_stream_get_write_queue_size(stream) + unacknowledgedSendBytes(fd)
     }
 
     fileprivate func handleWriteDone(_ req: UnsafeMutablePointer<uv_write_t>, status: Int32) {
@@ -393,10 +384,7 @@ public final class TCPStream: UVHandle {
         // the two for other platforms' sake). On Linux it is SO_LINGER 0 and a close, and a close
         // with linger 0 resets even then: the queued FIN was never sent (it waits behind writes).
         if uv_tcp_close_reset(tcp, uvHandleCloseCallback) != 0 {
-            if let fd = try? fileDescriptor() {
-                var option = linger(l_onoff: 1, l_linger: 0)
-                _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &option, socklen_t(MemoryLayout<linger>.size))
-            }
+            if let fd = try? fileDescriptor() { setLingerZero(fd) }
             uv_close(handle, uvHandleCloseCallback)
         }
     }

@@ -21,6 +21,19 @@ public struct UVError: Error, Equatable, Hashable, Sendable, CustomStringConvert
 }
 
 extension UVError {
+    /// This process or host ran short of something (descriptors, memory, local ports) before a
+    /// packet left: not the peer's fault (HAProxy's `SF_ERR_RESOURCE`), so the wiring does not hold
+    /// it against a server's health.
+    public var isLocalResourceShortage: Bool {
+        switch code {
+        case Int32(UV_EMFILE.rawValue), Int32(UV_ENFILE.rawValue), Int32(UV_ENOBUFS.rawValue),
+             Int32(UV_ENOMEM.rawValue), Int32(UV_EADDRNOTAVAIL.rawValue):
+            return true
+        default:
+            return false
+        }
+    }
+
     /// Throws when a libuv call returned an error code.
     @inline(__always)
     static func check(_ rc: Int32) throws(UVError) {
