@@ -8,6 +8,7 @@ See bench/README.md. Python 3 standard library only.
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -25,7 +26,6 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 RESULTS_DIR = os.path.join(HERE, "results")
-RAW_DIR = os.path.join(RESULTS_DIR, "raw")
 
 WORKLOADS = ["bulk", "rr", "latency", "connrate", "memory"]
 BALANCERS = ["switchyard", "haproxy", "nginx"]
@@ -37,7 +37,8 @@ METRICS = {
              ("cpu_ms_per_gb", "bulk: balancer CPU per GB relayed", "CPU ms/GB", False)],
     "rr": [("rps", "request/response: redis GET, 50 clients", "requests/s", True),
            ("cpu_us_per_req", "request/response: balancer CPU per request", "CPU µs/request", False)],
-    "latency": [("p50_ms", "latency: redis GET, 1 client, p50", "ms", False),
+    "latency": [("avg_ms", "latency: redis GET, 1 client, mean", "ms", False),
+                ("p50_ms", "latency: redis GET, 1 client, p50", "ms", False),
                 ("p99_ms", "latency: redis GET, 1 client, p99", "ms", False),
                 ("cpu_us_per_req", "latency: balancer CPU per request, 1 client", "CPU µs/request", False)],
     "connrate": [("cps", "connection rate: wrk, Connection: close", "connections/s", True),
@@ -351,13 +352,15 @@ def nginx_has_builtin_stream():
         return False
 
 
-def ensure_tools(commands, allow_install):
+def ensure_tools(commands, allow_install, nginx_balancer):
+    """`nginx_balancer`: nginx runs as a balancer (its stream module is needed), not only as the
+    HTTP backend of the connection-rate workload (nginx-light alone does that)."""
     missing_pkgs = []
     for cmd in commands:
         if shutil.which(cmd) is None:
             missing_pkgs.append(PACKAGES[cmd])
-    need_stream = "nginx" in commands and (shutil.which("nginx") is None or
-                                           (stream_module_path() is None and not nginx_has_builtin_stream()))
+    need_stream = nginx_balancer and (shutil.which("nginx") is None or
+                                      (stream_module_path() is None and not nginx_has_builtin_stream()))
     if need_stream:
         missing_pkgs.append("libnginx-mod-stream")
     missing_pkgs = sorted(set(missing_pkgs))
@@ -521,11 +524,14 @@ http {{
         bp = self.backend_ports
         # --splice MODE: the same `splice` value in every service (none: the built-in default).
         splice = f"splice = {self.args.splice}\n" if self.args.splice else ""
+        # Like HAProxy and nginx here: the same connection cap as HAProxy's maxconn, a 1 h idle
+        # timeout, no active health checks (HAProxy's servers have no `check`; nginx OSS has none).
+        # Everything else is Switchyard's default.
         sections = [f"""[global]
 admin =
 log_level = warning
 log_format = text
-max_connections = 100000
+max_connections = 9000
 workers = {self.args.workers}
 """ + (f"busy_poll = {self.args.busy_poll}\n" if self.args.busy_poll else "")]
         if "iperf" in ports:
@@ -534,7 +540,8 @@ listen = 127.0.0.1:{ports['iperf']}
 balance = least_conn
 server = iperf1 127.0.0.1:{bp['iperf']}
 connect_timeout = 2s
-idle_timeout = 0
+idle_timeout = 1h
+check = none
 {splice}""")
         if "redis" in ports:
             sections.append(f"""[service redis]
@@ -542,7 +549,8 @@ listen = 127.0.0.1:{ports['redis']}
 balance = least_conn
 server = redis1 127.0.0.1:{bp['redis']}
 connect_timeout = 2s
-idle_timeout = 0
+idle_timeout = 1h
+check = none
 {splice}""")
         if "http" in ports:
             sections.append(f"""[service http]
@@ -551,7 +559,8 @@ balance = least_conn
 server = web1 127.0.0.1:{bp['http1']}
 server = web2 127.0.0.1:{bp['http2']}
 connect_timeout = 2s
-idle_timeout = 0
+idle_timeout = 1h
+check = none
 {splice}""")
         conf = os.path.join(d, "switchyard.ini")
         with open(conf, "w") as f:
@@ -566,11 +575,17 @@ idle_timeout = 0
         # 20000 open-files limit of this machine while leaving room for the 4000-connection test.
         # --busy-poll: HAProxy's own busy polling too, for a like-for-like latency comparison.
         busy = "    busy-polling\n" if self.args.busy_poll else ""
+        # --haproxy-tuned: the two HAProxy options that match what Switchyard does by default
+        # (splice for bulk, the handshake's last ACK riding on the first data), both off by default.
+        tuned = "    option splice-auto\n    option tcp-smart-connect\n" if self.args.haproxy_tuned else ""
+        # Pipes take descriptors too (HAProxy reserves maxconn/4 of them by default, which with
+        # maxconn 9000 passes the 20000 open-files limit): 500 is plenty for a benchmark.
+        pipes = "    maxpipes 500\n" if self.args.haproxy_tuned else ""
         text = f"""global
     nbthread 1
     maxconn 9000
     pidfile {d}/haproxy.pid
-{busy}
+{busy}{pipes}
 defaults
     mode tcp
     maxconn 9000
@@ -578,7 +593,7 @@ defaults
     timeout client 1h
     timeout server 1h
     balance leastconn
-"""
+{tuned}"""
         if "iperf" in ports:
             text += f"""
 listen iperf
@@ -662,7 +677,10 @@ def w_bulk(env, target, P, rawdir, tag):
         raise BenchError(f"iperf3: {data['error']}")
     if cp.returncode != 0:
         raise BenchError(f"iperf3 exited {cp.returncode}")
-    bps = data["end"]["sum_received"]["bits_per_second"]
+    try:
+        bps = data["end"]["sum_received"]["bits_per_second"]
+    except (KeyError, TypeError):
+        raise BenchError("iperf3 JSON has no end.sum_received")
     if not bps > 0:
         raise BenchError("iperf3 measured zero throughput")
     # Everything sent, the omitted warm-up seconds included (the balancer's CPU is counted over
@@ -692,7 +710,8 @@ def redis_benchmark(env, target, clients, requests, timeout, rawdir, tag):
     row = parse_redis_csv(cp.stdout)
     if cp.returncode != 0 or row is None:
         raise BenchError(f"redis-benchmark exited {cp.returncode}: {(cp.stderr or cp.stdout).strip()[-400:]}")
-    errors = [l for l in cp.stderr.splitlines() if "rror" in l]
+    # redis-benchmark 7 stops at the first error reply and says so (no -e needed).
+    errors = [l for l in (cp.stderr + cp.stdout).splitlines() if "rror" in l]
     if errors:
         raise BenchError(f"redis-benchmark reported errors: {errors[:3]}")
     return row
@@ -700,7 +719,10 @@ def redis_benchmark(env, target, clients, requests, timeout, rawdir, tag):
 
 def w_rr(env, target, P, rawdir, tag):
     row = redis_benchmark(env, target, 50, P["rr_requests"], 180, rawdir, tag)
-    rps = float(row["rps"])
+    try:
+        rps = float(row["rps"])
+    except (KeyError, ValueError):
+        raise BenchError(f"redis-benchmark row unusable: {row}")
     if not rps > 0:
         raise BenchError("redis-benchmark measured zero requests/s")
     return {"rps": rps, "requests": P["rr_requests"]}
@@ -708,10 +730,14 @@ def w_rr(env, target, P, rawdir, tag):
 
 def w_latency(env, target, P, rawdir, tag):
     row = redis_benchmark(env, target, 1, P["latency_requests"], 180, rawdir, tag)
-    p50, p99 = float(row["p50_latency_ms"]), float(row["p99_latency_ms"])
-    if not (p50 > 0 and p99 > 0 and float(row["rps"]) > 0):
+    try:
+        avg, p50, p99 = float(row["avg_latency_ms"]), float(row["p50_latency_ms"]), float(row["p99_latency_ms"])
+        rps = float(row["rps"])
+    except (KeyError, ValueError):
         raise BenchError(f"redis-benchmark latency row unusable: {row}")
-    return {"p50_ms": p50, "p99_ms": p99, "rps": float(row["rps"]), "requests": P["latency_requests"]}
+    if not (avg > 0 and p50 > 0 and p99 > 0 and rps > 0):
+        raise BenchError(f"redis-benchmark latency row unusable: {row}")
+    return {"avg_ms": avg, "p50_ms": p50, "p99_ms": p99, "rps": rps, "requests": P["latency_requests"]}
 
 
 def w_connrate(env, target, P, rawdir, tag):
@@ -957,6 +983,9 @@ def parse_args(argv):
     ap.add_argument("--busy-poll", default=None, metavar="DURATION",
                     help="Switchyard's [global] busy_poll (e.g. 50us), and HAProxy's busy-polling "
                     "(default: neither; nginx has no such setting)")
+    ap.add_argument("--haproxy-tuned", action="store_true",
+                    help="HAProxy with `option splice-auto` and `option tcp-smart-connect` (both off by default), "
+                    "the counterparts of Switchyard's default splice = auto and delayed handshake ACK")
     ap.add_argument("--splice", choices=["auto", "on", "off"], default=None,
                     help="Switchyard's splice value in every service (default: not set, the built-in default)")
     ap.add_argument("--switchyard", dest="switchyard_path", default=None,
@@ -1040,6 +1069,11 @@ def versions(args):
     if args.switchyard_path:
         v["switchyard source"] = source_description(args)
         v["switchyard"] = first_line([args.switchyard_path, "--version"])
+        try:
+            with open(args.switchyard_path, "rb") as f:
+                v["switchyard binary sha256"] = hashlib.sha256(f.read()).hexdigest()[:16]
+        except OSError:
+            pass
     v["haproxy"] = first_line(["haproxy", "-v"])
     v["nginx"] = first_line(["nginx", "-v"])
     v["iperf3"] = first_line(["iperf3", "--version"])
@@ -1068,7 +1102,8 @@ def main(argv):
     if "memory" in args.workloads and P["memory_conns"] + 200 > nofile:
         raise BenchError(f"--memory-conns {P['memory_conns']} needs more open files than the limit {nofile}")
 
-    ensure_tools(tool_commands(args.workloads, args.targets), allow_install=not args.no_install)
+    ensure_tools(tool_commands(args.workloads, args.targets), allow_install=not args.no_install,
+                 nginx_balancer="nginx" in args.targets)
 
     scratch = args.scratch_path
     if "switchyard" in args.targets and not args.switchyard_path:
@@ -1081,10 +1116,12 @@ def main(argv):
 
     started = datetime.datetime.now(datetime.timezone.utc)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    rawdir = os.path.join(RAW_DIR, ("smoke-" if args.smoke else "") + stamp)
+    # Tool outputs go to raw/ next to the report (bench/results/raw/ by default, not committed).
+    rawdir = os.path.join(os.path.dirname(os.path.abspath(args.output)), "raw",
+                          ("smoke-" if args.smoke else "") + stamp)
     os.makedirs(rawdir, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="switchyard-bench-")
-    log(f"temp dir {tmp}; raw output {os.path.relpath(rawdir, REPO)}")
+    log(f"temp dir {tmp}; raw output {rawdir}")
 
     results = {w: {t: [] for t in args.targets} for w in args.workloads}
     failures = []  # (round, workload, target, message)
@@ -1108,12 +1145,18 @@ def main(argv):
 
         for rnd in range(1, args.rounds + 1):
             log(f"--- round {rnd}/{args.rounds}")
+            # The order of the targets turns by one each round (direct, switchyard, haproxy, nginx;
+            # then switchyard, haproxy, nginx, direct; …), so no balancer always runs right after
+            # the same one (TIME_WAIT sockets left by a connection-rate run, a warm cache).
+            shift = (rnd - 1) % len(args.targets)
+            order = args.targets[shift:] + args.targets[:shift]
             for w in args.workloads:
-                for t in args.targets:
+                for t in order:
                     if t != "direct" and not env.balancers[t].alive():
                         m = env.balancers[t]
                         msg = f"{t} was not running at the start of this run (exit {m.proc.returncode}); restarted"
                         failures.append((rnd, w, t, (msg + "\n" + m.stderr_tail()).strip()))
+                        ok = False
                         log(f"  ! {msg}")
                         env.restart_balancer(t)
                     env.check_backends()
@@ -1127,6 +1170,8 @@ def main(argv):
                         r = {"error": str(e)}
                         if getattr(e, "partial", None):
                             r.update(e.partial)
+                    except (KeyError, ValueError, TypeError, OSError) as e:
+                        r = {"error": f"unexpected {type(e).__name__}: {e}"}
                     if r is not None and "error" not in r:
                         add_cpu_cost(w, r, cpu_before, env.balancer_cpu(t))
                     if t != "direct" and not env.balancers[t].alive():
@@ -1185,6 +1230,7 @@ def main(argv):
         "workers": args.workers,
         "splice": args.splice,
         "busy_poll": args.busy_poll,
+        "haproxy_tuned": args.haproxy_tuned,
         "targets": args.targets,
         "workloads": args.workloads,
         "parameters": P,
@@ -1259,6 +1305,7 @@ def write_results_md(args, report, rows, micro, rawdir):
         + (f", `splice = {report['splice']}`" if report.get("splice") else "")
         + (f", `busy_poll = {report['busy_poll']}`" if report.get("busy_poll") else "")
         + "; HAProxy `nbthread 1`" + (", `busy-polling`" if report.get("busy_poll") else "")
+        + (", `option splice-auto`, `option tcp-smart-connect`" if report.get("haproxy_tuned") else "")
         + "; nginx `worker_processes 1`.",
         "- **The load generators (iperf3, redis-benchmark, wrk, the Python memory client), the backends and "
         f"the balancer all share the machine's {mi['cores']} cores**: the absolute numbers are far below what "
@@ -1271,7 +1318,7 @@ def write_results_md(args, report, rows, micro, rawdir):
         "## Versions",
         "",
     ]
-    for k in ("switchyard", "switchyard source", "haproxy", "nginx", "iperf3", "redis-server", "redis-benchmark", "wrk", "swift"):
+    for k in ("switchyard", "switchyard source", "switchyard binary sha256", "haproxy", "nginx", "iperf3", "redis-server", "redis-benchmark", "wrk", "swift"):
         if k in v:
             lines.append(f"- {k}: `{v[k]}`")
     lines += [
@@ -1281,7 +1328,7 @@ def write_results_md(args, report, rows, micro, rawdir):
         markdown_table(rows, report["targets"]),
         "",
         "Ratios are Switchyard's median divided by the other balancer's: above 1 is better for throughput "
-        "and rates, below 1 is better for latency and memory. `direct` is the client talking to the backend "
+        "and rates, below 1 is better for latency, memory and the CPU cost rows. `direct` is the client talking to the backend "
         "with no balancer (the ceiling); memory and CPU have no balancer process there.",
         "",
         "Spread over the rounds (min – max):",
@@ -1319,9 +1366,16 @@ def write_results_md(args, report, rows, micro, rawdir):
         "spent in the balancer's system calls is included: on loopback that covers the receiving side's TCP "
         "processing of every segment the balancer sends. Load generators and backends are not counted.",
         "",
-        "Balancer settings: least-connections everywhere; connect timeout 2 s; no idle timeout "
-        "(HAProxy client/server timeouts 1 h, nginx `proxy_timeout 1h`); Switchyard `log_level = warning`; "
-        "HAProxy `maxconn 9000` (fits the 20000 open-files limit); nginx `worker_connections 20000`.",
+        "Balancer settings: least-connections everywhere; connect timeout 2 s; idle timeout 1 h (Switchyard "
+        "`idle_timeout = 1h`, HAProxy `timeout client/server 1h`, nginx `proxy_timeout 1h`); no active health "
+        "checks (Switchyard `check = none`; HAProxy's servers have no `check`, nginx OSS has none); no per-"
+        "connection log line (Switchyard `log_level = warning`; HAProxy no `log`; nginx stream no `access_log`); "
+        "connection cap 9000 (Switchyard `max_connections`, HAProxy `maxconn`; both fit the 20000 open-files "
+        "limit; nginx `worker_connections 20000`). Otherwise each balancer's defaults — which differ: "
+        "Switchyard splices bulk connections (`splice = auto`) and lets the handshake's last ACK ride on the "
+        "first bytes sent to a server; HAProxy has both (`option splice-auto`, `option tcp-smart-connect`) "
+        + ("and they are on in this run (`--haproxy-tuned`)." if report.get("haproxy_tuned") else
+           "off by default, and off here (`bench/run --haproxy-tuned` turns them on)."),
     ]
     if report["failures"]:
         lines += ["", "## Failures", ""]
@@ -1332,6 +1386,9 @@ def write_results_md(args, report, rows, micro, rawdir):
         lines += ["", "## Scheduler micro-benchmark", "",
                   "`swift run -c release switchyard-bench` (the pure `Balancer`, no I/O):", "", micro]
     json_name = results_json_name(out)
+    if os.path.exists(os.path.join(os.path.dirname(out), "PROFILE.md")):
+        lines += ["", "Where a connection and a byte go, what was removed and what was tried: "
+                  "[PROFILE.md](PROFILE.md)."]
     lines += ["", "## Per-round numbers", "",
               f"Command: `{report.get('command', 'bench/run')}`.", "",
               f"`{json_name}` next to this file (the same run: parameters, versions, every round's numbers and "
