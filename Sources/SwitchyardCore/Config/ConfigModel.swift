@@ -137,18 +137,24 @@ public struct SwitchyardConfig: Equatable, Sendable {
 }
 
 extension Duration {
-    /// Whole nanoseconds (0 for a negative duration).
+    /// Whole nanoseconds (0 for a negative duration; `UInt64.max` beyond it, about 584 years, which
+    /// `parseDuration` accepts: saturate rather than trap).
     public var wholeNanoseconds: UInt64 {
+        // Not `seconds < 0`: `components` truncates towards zero, so -5ms is (0 s, -5e15 as).
+        guard self > .zero else { return 0 }
         let (seconds, attoseconds) = components
-        if seconds < 0 { return 0 }
-        return UInt64(seconds) * 1_000_000_000 + UInt64(attoseconds / 1_000_000_000)
+        let (whole, o1) = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000)
+        let (ns, o2) = whole.addingReportingOverflow(UInt64(attoseconds / 1_000_000_000))
+        return o1 || o2 ? .max : ns
     }
 
     /// Whole milliseconds, rounded up so that a non-zero duration never becomes 0 (libuv timers are in ms).
+    /// `UInt64.max` when it does not fit (saturates rather than traps).
     public var wholeMilliseconds: UInt64 {
+        guard self > .zero else { return 0 }
         let (seconds, attoseconds) = components
-        if seconds < 0 { return 0 }
-        let ms = UInt64(seconds) * 1000 + UInt64((attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
-        return ms
+        let (whole, o1) = UInt64(seconds).multipliedReportingOverflow(by: 1000)
+        let (ms, o2) = whole.addingReportingOverflow(UInt64((attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000))
+        return o1 || o2 ? .max : ms
     }
 }
