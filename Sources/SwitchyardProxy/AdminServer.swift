@@ -5,7 +5,10 @@ import SwitchyardUV
 /// the mutations (drain/disable/enable a server, reload). One request per connection
 /// (`Connection: close`). A slow or malicious client cannot stall relaying: reads are
 /// non-blocking, requests are bounded (8 KiB head, 64 KiB body), each connection has 10 s to
-/// send its request, and at most 64 admin connections are open at once.
+/// send its request, and at most 64 admin connections are open at once. When all 64 are taken, a
+/// new connection closes the oldest one still waiting for its request rather than being refused
+/// itself (nginx's and HAProxy's answer to idle-connection floods): 64 idle sockets cannot lock
+/// out a liveness probe, which sends its request as soon as it connects.
 final class AdminServer {
     static let maxConnections = 64
     static let requestTimeoutMs: UInt64 = 10_000
@@ -13,6 +16,8 @@ final class AdminServer {
     private unowned let runtime: ProxyRuntime
     private let listener: TCPListener
     private var connections: [ObjectIdentifier: AdminConnection] = [:]
+    /// Connections accepted so far: each connection's serial number, oldest lowest.
+    private var accepted: UInt64 = 0
     let boundAddress: SocketAddress
 
     init(runtime: ProxyRuntime, address: HostPort) throws {
@@ -52,11 +57,17 @@ final class AdminServer {
 
     private func accept(_ l: TCPListener) {
         guard let stream = try? l.accept() else { return }
-        if connections.count >= Self.maxConnections {
-            stream.close()
-            return
+        // Closing connections stay in the table until their close callback: count the others.
+        let open = connections.values.filter { !$0.aborted }
+        if open.count >= Self.maxConnections {
+            guard let oldestWaiting = open.filter({ !$0.answered }).min(by: { $0.serial < $1.serial }) else {
+                stream.close()  // every one is being answered: refuse the newcomer
+                return
+            }
+            oldestWaiting.abort()
         }
-        let connection = AdminConnection(stream: stream, server: self)
+        accepted += 1
+        let connection = AdminConnection(stream: stream, server: self, serial: accepted)
         connections[ObjectIdentifier(connection)] = connection
         connection.start()
     }
@@ -119,10 +130,15 @@ private final class AdminConnection: TCPStreamDelegate {
     private var parser = HTTPRequestParser()
     private var timer: UVTimer?
     private(set) var answered = false
+    /// Closed (or closing): no longer counts against the connection limit.
+    private(set) var aborted = false
+    /// Order of acceptance (the oldest waiting connection makes room for a new one).
+    let serial: UInt64
 
-    init(stream: TCPStream, server: AdminServer) {
+    init(stream: TCPStream, server: AdminServer, serial: UInt64) {
         self.stream = stream
         self.server = server
+        self.serial = serial
         stream.delegate = self
     }
 
@@ -138,6 +154,7 @@ private final class AdminConnection: TCPStreamDelegate {
     }
 
     func abort() {
+        aborted = true
         timer?.close()
         timer = nil
         stream.close()

@@ -24,6 +24,43 @@ public struct StderrLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
+    /// A `key=value` value in the text format: bare when it is plain, else quoted. One log record
+    /// stays one line whatever the value holds (a newline in a reload error, in an environment
+    /// value), so no value can pass for a record of its own.
+    static func appendTextValue(_ value: String, to line: inout String) {
+        let plain = !value.isEmpty && value.unicodeScalars.allSatisfy {
+            $0.value > 0x20 && $0.value != 0x7F && $0 != "\"" && $0 != "=" && $0 != "\\"
+        }
+        if plain {
+            line += value
+            return
+        }
+        line += "\""
+        appendTextEscaped(value, to: &line, escapingQuotes: true)
+        line += "\""
+    }
+
+    /// Control characters as `\n`, `\r`, `\t` or `\xNN`, a backslash doubled (and `"` as `\"`
+    /// inside a quoted value).
+    static func appendTextEscaped(_ text: String, to line: inout String, escapingQuotes: Bool = false) {
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\n": line += "\\n"
+            case "\r": line += "\\r"
+            case "\t": line += "\\t"
+            case "\\": line += "\\\\"
+            case "\"" where escapingQuotes: line += "\\\""
+            default:
+                if scalar.value < 0x20 || scalar.value == 0x7F {
+                    let hex = String(scalar.value, radix: 16, uppercase: true)
+                    line += "\\x" + (hex.count < 2 ? "0" : "") + hex
+                } else {
+                    line.unicodeScalars.append(scalar)
+                }
+            }
+        }
+    }
+
     public func log(event: LogEvent) {
         var merged = metadata
         if let extra = event.metadata {
@@ -38,22 +75,12 @@ public struct StderrLogHandler: LogHandler {
             line += " "
             line += event.level.rawValue
             line += " "
-            line += event.message.description
+            Self.appendTextEscaped(event.message.description, to: &line)
             for key in merged.keys.sorted() {
                 line += " "
                 line += key
                 line += "="
-                let value = merged[key]!.description
-                if value.isEmpty || value.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" }) {
-                    line += "\""
-                    for ch in value {
-                        if ch == "\"" { line += "\\" }
-                        line.append(ch)
-                    }
-                    line += "\""
-                } else {
-                    line += value
-                }
+                Self.appendTextValue(merged[key]!.description, to: &line)
             }
         case .json:
             line += "{\"time\":\""

@@ -122,6 +122,21 @@ private func service(_ extra: String...) -> String {
             == "sy.ini:2: \"${\" without a closing \"}\" in \"${X\"")
     }
 
+    @Test func adminTokenFromAnEmptyVariableIsRefused() throws {
+        let text = lines("[global]", "admin_token = ${ADMIN_TOKEN}", "[service pg]", "listen = 127.0.0.1:0",
+                         "server = a 10.0.0.1:5432")
+        #expect(try ConfigLoader.parse(text, file: "sy.ini", environment: ["ADMIN_TOKEN": "s3cret"]).global.adminToken == "s3cret")
+        // Set but empty (a Secret made from an empty shell variable): refused, not "no token".
+        #expect(loadError(text, environment: ["ADMIN_TOKEN": ""])
+            == "sy.ini:2: admin_token: environment variable ADMIN_TOKEN is set but empty, which would leave the admin mutations unprotected (write ${ADMIN_TOKEN:-} if running without a token is intended)")
+        // No token on purpose: an empty default, or an empty value (the mutations are open, as documented).
+        for optional in ["admin_token = ${ADMIN_TOKEN:-}", "admin_token ="] {
+            let open = lines("[global]", optional, "[service pg]", "listen = 127.0.0.1:0", "server = a 10.0.0.1:5432")
+            #expect(try ConfigLoader.parse(open, file: "sy.ini", environment: ["ADMIN_TOKEN": ""]).global.adminToken == nil)
+            #expect(try ConfigLoader.parse(open, file: "sy.ini").global.adminToken == nil)
+        }
+    }
+
     @Test(arguments: [
         // Structure
         ("", "sy.ini:1: no [service] section: add at least one [service NAME] with listen and server lines"),

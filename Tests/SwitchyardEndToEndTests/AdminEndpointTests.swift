@@ -156,6 +156,31 @@ struct AdminEndpointTests {
         #expect(proxy.isRunning)
     }
 
+    @Test("80 idle connections to the admin endpoint (its limit is 64) do not lock out /healthz: the oldest idle ones make room")
+    func idleFloodDoesNotLockOutProbes() throws {
+        let echo = try Backend(name: "echo", behavior: .echo)
+        defer { echo.stop() }
+        let proxy = try SwitchyardProcess(config: OpsConfig.global() + OpsConfig.service("web", servers: ["echo \(echo.address)"]))
+        defer { proxy.stop() }
+        let port = try proxy.adminPort()
+        // Connected, sending nothing: each holds one of the 64 places for up to 10 s.
+        var idle: [TestClient] = []
+        defer { idle.forEach { $0.close() } }
+        for _ in 0..<80 { idle.append(try TestClient(port: port)) }
+        // A liveness probe still gets its answer, every time.
+        for _ in 0..<5 {
+            let reply = try AdminHTTP.request(port: port, method: "GET", path: "/healthz", timeout: .seconds(3))
+            #expect(reply.status == 200, "\(reply)")
+        }
+        // The ones closed to make room are the oldest: the first 16 of the flood (then one more per
+        // probe), while the newest are still open.
+        let closedOldest = try idle.prefix(16).map { try $0.waitForEnd(timeout: .seconds(3)) }
+        #expect(closedOldest.allSatisfy { $0 != nil }, "oldest idle connections still open: \(closedOldest)")
+        let newest = try idle.suffix(40).map { try $0.waitForEnd(timeout: .milliseconds(50)) }
+        #expect(newest.allSatisfy { $0 == nil }, "the newest idle connections were closed: \(newest)")
+        #expect(proxy.isRunning)
+    }
+
     @Test("/readyz is 503 with the reason while every server of a service is down")
     func readyzNotReady() throws {
         let echo = try Backend(name: "echo", behavior: .echo)

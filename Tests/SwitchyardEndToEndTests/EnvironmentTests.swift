@@ -109,4 +109,33 @@ struct EnvironmentTests {
         #expect(line != nil, "expected a stderr line starting with \(prefix.debugDescription); stderr:\n\(result.stderr)")
         #expect(line?.contains("SWY_E2E_DEFINITELY_UNSET") == true, "the error does not name the variable: \(line ?? "")")
     }
+
+    @Test("log_format = text: a value holding a newline stays on its record's line, escaped; it cannot forge a record")
+    func textLogEscapesControlCharacters() throws {
+        let echo = try Backend(name: "echo", behavior: .echo)
+        defer { echo.stop() }
+        let forged = "2026-01-01T00:00:00.000Z critical forged record"
+        let base = """
+            [global]
+            admin =
+            log_format = text
+
+            [service env]
+            listen = 127.0.0.1:0
+
+            """
+        let env = Self.environment(set: ["SWY_E2E_MULTILINE": "bad\n\(forged)\tand\\more"])
+        let proxy = try SwitchyardProcess(config: base + "server = echo \(echo.address)\n", waitForStart: false, environment: env)
+        defer { proxy.stop() }
+        try waitUntil("the text-format \"started\" line", timeout: .seconds(20)) { proxy.stderrText.contains(" info started ") }
+        // A reload whose error carries the variable's value (not an address: the reload fails).
+        try proxy.rewriteConfig(base + "server = echo \(echo.address)\nbalance = ${SWY_E2E_MULTILINE}\n")
+        proxy.child.signal(SIGHUP)
+        try waitUntil("the reload failure line", timeout: .seconds(5)) { proxy.stderrText.contains("reload failed") }
+        let lines = proxy.stderrText.split(separator: "\n")
+        let failure = lines.first { $0.contains("reload failed") }.map(String.init) ?? ""
+        #expect(failure.contains("bad\\n\(forged)\\tand\\\\more"), "value not escaped on its line: \(failure)")
+        #expect(!lines.contains { $0.hasPrefix(forged) }, "a forged record appeared:\n\(proxy.stderrText)")
+        #expect(proxy.isRunning)
+    }
 }

@@ -442,8 +442,16 @@ private struct Loader {
             throw error(line, "duplicate key \(key) in \(sectionLabel) (first at line \(first))")
         }
         seenKeys[key] = seenKeys[key] ?? line
-        do {
+        do throws(ValueError) {
             let value = try substituteEnvironment(rawValue, environment: environment)
+            // `admin_token = ${ADMIN_TOKEN}` (no default: the token is required) with the variable
+            // set but empty — a Secret made from an empty shell variable — would silently leave the
+            // mutations open: refuse it. `${ADMIN_TOKEN:-}` says that no token is fine.
+            if key == "admin_token" && value.isEmpty,
+               let name = requiredVariablesSetEmpty(in: rawValue, environment: environment).first {
+                throw ValueError("admin_token: environment variable \(name) is set but empty, which would leave "
+                    + "the admin mutations unprotected (write ${\(name):-} if running without a token is intended)")
+            }
             try rule.apply(&target, value, line)
         } catch {
             throw self.error(line, error.message)

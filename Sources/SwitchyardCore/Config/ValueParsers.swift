@@ -216,6 +216,19 @@ func substituteEnvironment(_ value: String, environment: [String: String]) throw
     return output
 }
 
+/// Names of the `${VAR}` references (without a default) in `value` whose variable is set but empty.
+func requiredVariablesSetEmpty(in value: String, environment: [String: String]) -> [String] {
+    var names: [String] = []
+    var rest = value[...]
+    while let open = rest.firstRange(of: "${") {
+        guard let close = rest[open.upperBound...].firstIndex(of: "}") else { break }
+        let body = rest[open.upperBound..<close]
+        if body.firstRange(of: ":-") == nil, environment[String(body)] == "" { names.append(String(body)) }
+        rest = rest[rest.index(after: close)...]
+    }
+    return names
+}
+
 // MARK: - Byte-level helpers
 
 private func isDigit(_ c: UInt8) -> Bool { c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9") }
