@@ -10,7 +10,7 @@ private struct ServerTotals {
     var healthChecksFailed: UInt64 = 0
     var ejections: UInt64 = 0
     var connectFailures = Array(repeating: UInt64(0), count: ConnectFailureReason.allCases.count)
-    var connectDuration = LatencyHistogram(boundsMs: LatencyHistogram.connect)
+    var connectDuration = LatencyHistogram(boundsUs: LatencyHistogram.connect)
 
     init(_ stats: [ServerStats]) {
         for s in stats {
@@ -34,7 +34,7 @@ private struct ServiceTotals {
     var accepted: UInt64 = 0
     var retries: UInt64 = 0
     var rejected = Array(repeating: UInt64(0), count: RejectReason.allCases.count)
-    var connectionDuration = LatencyHistogram(boundsMs: LatencyHistogram.connection)
+    var connectionDuration = LatencyHistogram(boundsUs: LatencyHistogram.connection)
 
     init(_ stats: [ServiceStats]) {
         for s in stats {
@@ -153,8 +153,8 @@ enum MetricsExporter {
 
     private static func histogram(_ h: LatencyHistogram) -> Histogram {
         Histogram(
-            upperBounds: h.boundsMs.map { Double($0) / 1000 }, bucketCounts: h.counts,
-            sum: Double(h.sumMs) / 1000)!
+            upperBounds: h.boundsUs.map { Double($0) / 1_000_000 }, bucketCounts: h.counts,
+            sum: Double(h.sumUs) / 1_000_000)!
     }
 }
 

@@ -29,6 +29,7 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
     private var clientKey = ClientKey.none
     private var tried = ServerSet()
     private var attempts = 0
+    /// When the current connect attempt started (`preciseNanoseconds`).
     private var connectStartedAt: UInt64 = 0
     /// The relayed server's counters (set once relaying starts).
     private var serverStats: ServerStats?
@@ -135,7 +136,7 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
             self.upstream = upstream
             openStreams += 1
             try upstream.setQuickAck(false)
-            connectStartedAt = client.loop.now
+            connectStartedAt = client.loop.preciseNanoseconds
             try upstream.connect(to: address)
             // Reading is armed with the connect, so that one epoll_ctl registers both (libuv
             // reports the connect first, and reads only once relaying has started).
@@ -226,7 +227,8 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
         stats.connectionsTotal.add(1)
         stats.connectionsActive.add(1)
         let now = client.loop.now
-        stats.connectDuration.withLock { $0.observe(ms: now &- connectStartedAt) }
+        let connectUs = (client.loop.preciseNanoseconds &- connectStartedAt) / 1000
+        stats.connectDuration.withLock { $0.observe(us: connectUs) }
         if let notice = service.shared.connectSucceeded(server, now: now) {
             worker.runtime.handle(notice, of: service.shared)
         }
@@ -478,7 +480,7 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
         phase = .finished
         serverStats?.connectionsActive.subtract(1)
         let lifetime = client.loop.now &- startedAt
-        service.stats.connectionDuration.withLock { $0.observe(ms: lifetime) }
+        service.stats.connectionDuration.withLock { $0.observe(us: lifetime &* 1000) }
         if reason == "no_server" { service.stats.reject(.noServer) }
         if reason == "connect_failed" || reason == "connect_timeout" { service.stats.reject(.connectFailed) }
         endReason = reason

@@ -57,30 +57,34 @@ enum RejectReason: Int, CaseIterable {
     }
 }
 
-/// Bucket counts of a latency histogram (seconds), Prometheus-style upper bounds.
+/// Bucket counts of a latency histogram (seconds), Prometheus-style upper bounds, kept in
+/// microseconds (a connect on a local network takes well under a millisecond).
 struct LatencyHistogram {
-    /// Upper bounds in milliseconds.
-    let boundsMs: [UInt64]
-    /// counts[i]: observations <= boundsMs[i] and > boundsMs[i-1]; the last slot is +Inf.
+    /// Upper bounds in microseconds.
+    let boundsUs: [UInt64]
+    /// counts[i]: observations <= boundsUs[i] and > boundsUs[i-1]; the last slot is +Inf.
     fileprivate(set) var counts: [UInt64]
-    fileprivate(set) var sumMs: UInt64 = 0
+    fileprivate(set) var sumUs: UInt64 = 0
     fileprivate(set) var count: UInt64 = 0
 
-    init(boundsMs: [UInt64]) {
-        self.boundsMs = boundsMs
-        self.counts = Array(repeating: 0, count: boundsMs.count + 1)
+    init(boundsUs: [UInt64]) {
+        self.boundsUs = boundsUs
+        self.counts = Array(repeating: 0, count: boundsUs.count + 1)
     }
 
-    mutating func observe(ms: UInt64) {
+    mutating func observe(us: UInt64) {
         var i = 0
-        while i < boundsMs.count && ms > boundsMs[i] { i += 1 }
+        while i < boundsUs.count && us > boundsUs[i] { i += 1 }
         counts[i] &+= 1
-        sumMs &+= ms
+        sumUs &+= us
         count &+= 1
     }
 
-    static let connect: [UInt64] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000]
-    static let connection: [UInt64] = [10, 100, 1000, 10_000, 60_000, 300_000, 1_800_000, 3_600_000, 14_400_000]
+    /// 100 µs … 5 s.
+    static let connect: [UInt64] = [100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+                                    1_000_000, 2_500_000, 5_000_000]
+    /// 10 ms … 4 h.
+    static let connection: [UInt64] = [10, 100, 1000, 10_000, 60_000, 300_000, 1_800_000, 3_600_000, 14_400_000].map { $0 * 1000 }
 }
 
 /// A counter written by one thread and read by any.
@@ -114,7 +118,7 @@ final class ServerStats: Sendable {
     let healthChecksFailed = SingleWriterCounter()
     let ejections = SingleWriterCounter()
     let connectFailures = Mutex(Array(repeating: UInt64(0), count: ConnectFailureReason.allCases.count))
-    let connectDuration = Mutex(LatencyHistogram(boundsMs: LatencyHistogram.connect))
+    let connectDuration = Mutex(LatencyHistogram(boundsUs: LatencyHistogram.connect))
 }
 
 /// One worker's counters for one service.
@@ -122,7 +126,7 @@ final class ServiceStats: Sendable {
     let accepted = SingleWriterCounter()
     let retries = SingleWriterCounter()
     let rejected = Mutex(Array(repeating: UInt64(0), count: RejectReason.allCases.count))
-    let connectionDuration = Mutex(LatencyHistogram(boundsMs: LatencyHistogram.connection))
+    let connectionDuration = Mutex(LatencyHistogram(boundsUs: LatencyHistogram.connection))
 
     func reject(_ reason: RejectReason) {
         rejected.withLock { $0[reason.rawValue] &+= 1 }
@@ -133,7 +137,7 @@ extension LatencyHistogram {
     /// Adds another histogram with the same bounds.
     mutating func merge(_ other: LatencyHistogram) {
         for i in counts.indices { counts[i] &+= other.counts[i] }
-        sumMs &+= other.sumMs
+        sumUs &+= other.sumUs
         count &+= other.count
     }
 }

@@ -67,6 +67,11 @@ public final class EventLoop: @unchecked Sendable {
     @inline(__always)
     public var now: UInt64 { uv_now(raw) }
 
+    /// A monotonic clock in nanoseconds, read now (`uv_hrtime`, a vDSO call): for durations shorter
+    /// than the loop's millisecond clock can tell, such as a connect on a local network.
+    @inline(__always)
+    public var preciseNanoseconds: UInt64 { uv_hrtime() }
+
     /// Runs the loop until no active handle remains (or `stop()` is called).
     ///
     /// With `busyPollNanoseconds` set, a turn that handled I/O is followed by non-blocking turns

@@ -259,6 +259,10 @@ struct AdminEndpointTests {
         #expect(try after.value("switchyard_bytes_sent_total", labels) == Double(5 * replyBytes))
         #expect(try after.value("switchyard_connection_duration_seconds_count", ["service": "web"]) == 5)
         #expect(try after.value("switchyard_connect_duration_seconds_count", labels) == 5)
+        // Connects on loopback take microseconds: measured as such, not as 0 ms.
+        let connectSum = try after.value("switchyard_connect_duration_seconds_sum", labels)
+        #expect(connectSum > 0 && connectSum < 5, "connect duration sum \(connectSum) s for 5 loopback connects")
+        #expect(try after.value("switchyard_connect_duration_seconds_bucket", labels.merging(["le": "5"]) { $1 }) == 5)
         let status = try proxy.status()
         #expect(status.server("web", "r")?["connections_total"] as? Int == 5, "\(status)")
         #expect(status.server("web", "r")?["bytes_received_total"] as? Int == sent, "\(status)")
