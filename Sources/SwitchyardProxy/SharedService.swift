@@ -13,14 +13,17 @@ final class ServerDescriptor: Sendable {
     /// `address != nil`, without copying the 128-byte address to find out.
     let hasAddress: Bool
     let resolveError: String?
-    /// Counters, one set per worker (index = worker id); each worker writes only its own.
+    /// Counters, one set per worker (index = worker id); each worker writes only its own. They
+    /// belong to the server's name: a descriptor that replaces another of the same name (a moved
+    /// address, a name resolved again, a server removed and added back) takes them over, so that
+    /// counters do not restart and connections still open on the old one stay counted.
     let stats: [ServerStats]
     /// Scheduling bookkeeping, read and written only under the owning service's lock.
     let slot = ServerSlot()
 
-    init(config: ServerConfig, workers: Int) {
+    init(config: ServerConfig, workers: Int, stats: [ServerStats]? = nil) {
         self.name = config.name
-        self.stats = (0..<workers).map { _ in ServerStats() }
+        self.stats = stats ?? (0..<workers).map { _ in ServerStats() }
         self.configuredAddress = config.address
         do {
             address = try SocketAddress.resolve(host: config.address.host, port: config.address.port).first
@@ -69,10 +72,13 @@ final class SharedService: Sendable {
         var balancer: Balancer
         var health: ServiceHealth
         var random = SystemRandomNumberGenerator()
+        /// Every server name this service has had, with its counters (see `ServerDescriptor.stats`).
+        var statsByName: [String: [ServerStats]] = [:]
 
         init(config: ServiceConfig, servers: [ServerDescriptor], now: UInt64) {
             self.config = config
             self.servers = servers
+            for server in servers { statsByName[server.name] = server.stats }
             for (index, server) in servers.enumerated() { server.slot.index = index }
             self.balancer = Balancer(
                 algorithm: config.balance,
@@ -281,12 +287,14 @@ final class SharedService: Sendable {
         // New and moved servers, and those whose name did not resolve before, are resolved before
         // the lock is taken: a slow DNS answer must not hold up the workers picking servers of
         // this service meanwhile.
-        let known = state.withLock { s in
-            Dictionary(s.servers.filter(\.hasAddress).map { ($0.name, $0.configuredAddress) }, uniquingKeysWith: { first, _ in first })
+        let (known, counters) = state.withLock { s in
+            (Dictionary(s.servers.filter(\.hasAddress).map { ($0.name, $0.configuredAddress) }, uniquingKeysWith: { first, _ in first }),
+             s.statsByName)
         }
         var created: [String: ServerDescriptor] = [:]
         for serverConfig in newConfig.servers where known[serverConfig.name] != serverConfig.address {
-            created[serverConfig.name] = ServerDescriptor(config: serverConfig, workers: workerCount)
+            created[serverConfig.name] = ServerDescriptor(
+                config: serverConfig, workers: workerCount, stats: counters[serverConfig.name])
         }
         return state.withLock { s in
             var kept: [String: ServerDescriptor] = [:]
@@ -308,10 +316,12 @@ final class SharedService: Sendable {
                     old.slot.index = nil
                     adminStates.append((newIndex, s.health.servers[oldIndex].adminState))
                 }
-                servers.append(created[name] ?? ServerDescriptor(config: serverConfig, workers: workerCount))
+                servers.append(created[name]
+                    ?? ServerDescriptor(config: serverConfig, workers: workerCount, stats: s.statsByName[name]))
             }
             var next = State(config: newConfig, servers: servers, now: now)
             next.random = s.random
+            next.statsByName.merge(s.statsByName) { current, _ in current }
             for (index, health, held) in carried {
                 next.health.adopt(health, at: index)
                 next.balancer.assumeTaken(index, count: held)

@@ -114,6 +114,55 @@ struct ReloadTests {
         #expect(proxy.isRunning)
     }
 
+    @Test("A server moved to another address, or removed and added back, keeps its counters; its connections still open stay counted")
+    func countersFollowTheServerName() throws {
+        let first = try Backend(name: "first", behavior: .identify)
+        defer { first.stop() }
+        let second = try Backend(name: "second", behavior: .identify)
+        defer { second.stop() }
+        func config(_ servers: [String]) -> String {
+            OpsConfig.global() + OpsConfig.service("web", servers: servers, extra: ["check = none"])
+        }
+        let proxy = try SwitchyardProcess(config: config(["a \(first.address)"]))
+        defer { proxy.stop() }
+        let port = try proxy.port("web")
+        let labels = ["service": "web", "server": "a"]
+
+        let (held, greeting) = try Self.connectAndIdentify(port: port)
+        defer { held.close() }
+        #expect(greeting == "first")
+        try held.roundTrip("0123456789\n")  // 11 bytes each way
+        #expect(try proxy.metrics().value("switchyard_connections_active", labels) == 1)
+
+        // (a) a moves to the second backend: its held connection (still to the first) stays counted.
+        try proxy.rewriteConfig(config(["a \(second.address)"]))
+        try proxy.reloadBySignal(expectSuccessCount: 1)
+        let moved = try proxy.metrics()
+        #expect(try moved.value("switchyard_connections_total", labels) == 1, "\(moved.text)")
+        #expect(try moved.value("switchyard_connections_active", labels) == 1, "\(moved.text)")
+        let (fresh, freshGreeting) = try Self.connectAndIdentify(port: port)
+        #expect(freshGreeting == "second")
+        try fresh.roundTrip("abc\n")  // 4 bytes each way
+        fresh.close()
+        _ = try proxy.waitForConnectionClosed(client: fresh.localAddress)
+        try held.roundTrip("still here\n")  // 11 more
+        held.close()
+        _ = try proxy.waitForConnectionClosed(client: held.localAddress)
+        let after = try proxy.metrics()
+        #expect(try after.value("switchyard_connections_total", labels) == 2)
+        #expect(try after.value("switchyard_connections_active", labels) == 0)
+        #expect(try after.value("switchyard_bytes_received_total", labels) == 26)
+
+        // (b) a removed, then added back: its counters continue.
+        try proxy.rewriteConfig(config(["b \(first.address)"]))
+        try proxy.reloadBySignal(expectSuccessCount: 2)
+        try proxy.rewriteConfig(config(["a \(second.address)", "b \(first.address)"]))
+        try proxy.reloadBySignal(expectSuccessCount: 3)
+        let readded = try proxy.metrics()
+        #expect(try readded.value("switchyard_connections_total", labels) == 2, "\(readded.text)")
+        #expect(try readded.value("switchyard_bytes_received_total", labels) == 26)
+    }
+
     @Test("A broken file: the running configuration keeps serving, the error has FILE:LINE, failure counted; POST /reload applies the fixed file")
     func brokenFileKeepsRunningConfig() throws {
         let a = try Backend(name: "a", behavior: .identify)
