@@ -98,6 +98,10 @@ final class AdminServer {
         case .status:
             return HTTPResponse(status: .ok, contentType: "application/json", body: StatusExporter.render(runtime))
         case .reload:
+            guard runtime.acceptsReload else {
+                _ = runtime.reload(trigger: "admin")  // logs that it was ignored
+                return .error(.serviceUnavailable, "not reloading: \(runtime.notReadyReason() ?? "not running")")
+            }
             if let error = runtime.reload(trigger: "admin") {
                 return .error(.badRequest, "reload failed: \(error)")
             }

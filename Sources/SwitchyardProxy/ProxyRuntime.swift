@@ -417,7 +417,11 @@ public final class ProxyRuntime: @unchecked Sendable {
     /// new listener that cannot be bound, changes nothing. Returns nil on success, else the error.
     @discardableResult
     func reload(trigger: String) -> String? {
-        guard lifecycle == .running else { return reloadFailed("not running (\(lifecycle))", trigger: trigger) }
+        guard acceptsReload else {
+            // Starting or shutting down: nothing to reload into, and nothing failed.
+            logger.notice("reload ignored", metadata: ["trigger": "\(trigger)", "state": "\(lifecycle)"])
+            return "not running (\(lifecycle))"
+        }
         let newConfig: SwitchyardConfig
         do {
             newConfig = try reloadSource()
@@ -554,6 +558,9 @@ public final class ProxyRuntime: @unchecked Sendable {
         logger.notice("configuration reloaded", metadata: ["trigger": "\(trigger)", "services": "\(services.count)"])
         return nil
     }
+
+    /// A reload is applied only while running (not while starting, draining or stopped).
+    var acceptsReload: Bool { lifecycle == .running }
 
     private func reloadFailed(_ message: String, trigger: String) -> String {
         reloadsFailed &+= 1

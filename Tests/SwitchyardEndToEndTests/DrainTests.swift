@@ -46,6 +46,10 @@ struct ShutdownDrainTests {
         let readyz = try proxy.admin("GET", "/readyz")
         #expect(readyz.status == 503 && readyz.text.contains("draining"), "GET /readyz while draining: \(readyz)")
         #expect(try proxy.admin("GET", "/healthz").status == 200, "/healthz while draining")
+        // A reload now has nothing to apply to: 503, and not counted as a failed reload.
+        let reload = try proxy.admin("POST", "/reload")
+        #expect(reload.status == 503 && reload.text.contains("draining"), "POST /reload while draining: \(reload)")
+        #expect(try proxy.metrics().value("switchyard_config_reloads_total", ["result": "failure"]) == 0)
 
         // The listener is closed: a new connection is refused (or, at worst, closed at once).
         do {
