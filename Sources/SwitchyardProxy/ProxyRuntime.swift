@@ -110,11 +110,16 @@ public final class ProxyRuntime: @unchecked Sendable {
     public func run() throws -> Int32 {
         // A write to a socket whose peer is gone must fail with EPIPE, not kill the process.
         signal(SIGPIPE, SIG_IGN)
-        // Start from an empty signal mask whatever the parent left blocked (some launchers block
-        // SIGTERM/SIGINT in their threads, and children inherit the mask).
-        var none = sigset_t()
-        sigemptyset(&none)
-        pthread_sigmask(SIG_SETMASK, &none, nil)
+        // Start from a known signal mask whatever the parent left blocked (some launchers block
+        // SIGTERM/SIGINT in their threads, and children inherit the mask): SIGINT, SIGTERM and
+        // SIGHUP stay blocked until their handlers exist, so that one arriving during start-up
+        // (slow name resolution, say) waits for them instead of being lost (as PID 1 in a
+        // container, where an unhandled SIGTERM is ignored) or killing the process without a
+        // drain. The worker threads inherit the block and never take these signals.
+        var handled = sigset_t()
+        sigemptyset(&handled)
+        for signum in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&handled, signum) }
+        pthread_sigmask(SIG_SETMASK, &handled, nil)
         raiseDescriptorLimit()
 
         let control: Worker
@@ -169,6 +174,8 @@ public final class ProxyRuntime: @unchecked Sendable {
                     self.handleSignal(signum)
                 })
             }
+            // Handlers in place: let the signals in (one already pending is delivered now).
+            pthread_sigmask(SIG_UNBLOCK, &handled, nil)
         } catch {
             abortStart()
             throw error

@@ -42,6 +42,28 @@ struct LifecycleTests {
         #expect(proxy.isRunning)
     }
 
+    @Test("A SIGTERM that arrives during start-up is not lost: switchyard drains and exits 0 once its handlers exist")
+    func signalDuringStartup() throws {
+        let echo = try Backend(name: "echo", behavior: .echo)
+        defer { echo.stop() }
+        // The launcher blocks SIGTERM, sends it to itself and execs switchyard: the signal is
+        // pending from the first instruction on (a pending signal survives exec), exactly as if it
+        // had arrived during a slow start-up.
+        let launcher = [
+            "/usr/bin/python3", "-c",
+            "import os, signal, sys; signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}); "
+                + "os.kill(os.getpid(), signal.SIGTERM); os.execv(sys.argv[1], sys.argv[1:])",
+        ]
+        let proxy = try SwitchyardProcess(
+            config: TestConfig.global() + TestConfig.service("echo", servers: ["echo \(echo.address)"]),
+            waitForStart: false, launcher: launcher)
+        defer { proxy.stop() }
+        let status = try proxy.child.waitForExit(timeout: .seconds(20))
+        proxy.child.waitForOutputEnd()
+        #expect(status == .exited(0), "\(status); stderr:\n\(proxy.stderrText)")
+        #expect(proxy.logLines.contains { $0.message == "draining" && $0["signal"] == "SIGTERM" }, "\(proxy.stderrText)")
+    }
+
     @Test("SIGTERM and SIGINT make an idle switchyard exit with status 0", arguments: [SIGTERM, SIGINT])
     func signalExitsZero(signal: Int32) throws {
         let echo = try Backend(name: "echo", behavior: .echo)
