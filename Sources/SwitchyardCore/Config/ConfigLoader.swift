@@ -443,12 +443,12 @@ private struct Loader {
         }
         seenKeys[key] = seenKeys[key] ?? line
         do throws(ValueError) {
-            let value = try substituteEnvironment(rawValue, environment: environment)
+            var setButEmpty: [String] = []
+            let value = try substituteEnvironment(rawValue, environment: environment, setButEmpty: &setButEmpty)
             // `admin_token = ${ADMIN_TOKEN}` (no default: the token is required) with the variable
             // set but empty — a Secret made from an empty shell variable — would silently leave the
             // mutations open: refuse it. `${ADMIN_TOKEN:-}` says that no token is fine.
-            if key == "admin_token" && value.isEmpty,
-               let name = requiredVariablesSetEmpty(in: rawValue, environment: environment).first {
+            if key == "admin_token" && value.isEmpty, let name = setButEmpty.first {
                 throw ValueError("admin_token: environment variable \(name) is set but empty, which would leave "
                     + "the admin mutations unprotected (write ${\(name):-} if running without a token is intended)")
             }

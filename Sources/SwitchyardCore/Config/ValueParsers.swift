@@ -176,6 +176,15 @@ func isValidName(_ name: String) -> Bool {
 /// VAR is unset or empty (as in the shell); `${VAR}` with VAR unset is an error. `$` not followed by
 /// `{` is kept as is (so `$$` is two dollars).
 func substituteEnvironment(_ value: String, environment: [String: String]) throws(ValueError) -> String {
+    var setButEmpty: [String] = []
+    return try substituteEnvironment(value, environment: environment, setButEmpty: &setButEmpty)
+}
+
+/// The same, also listing the `${VAR}` references without a default whose variable is set but
+/// empty (for a value that must not be empty by accident, such as `admin_token`).
+func substituteEnvironment(
+    _ value: String, environment: [String: String], setButEmpty: inout [String]
+) throws(ValueError) -> String {
     guard value.contains("$") else { return value }
     var output = ""
     var i = value.startIndex
@@ -207,6 +216,7 @@ func substituteEnvironment(_ value: String, environment: [String: String]) throw
             let current = environment[String(name)] ?? ""
             output += current.isEmpty ? String(fallback) : current
         } else if let current = environment[String(name)] {
+            if current.isEmpty { setButEmpty.append(String(name)) }
             output += current
         } else {
             throw ValueError("environment variable \(name) is not set (write ${\(name):-default} to give a default)")
@@ -214,19 +224,6 @@ func substituteEnvironment(_ value: String, environment: [String: String]) throw
         i = value.index(after: close)
     }
     return output
-}
-
-/// Names of the `${VAR}` references (without a default) in `value` whose variable is set but empty.
-func requiredVariablesSetEmpty(in value: String, environment: [String: String]) -> [String] {
-    var names: [String] = []
-    var rest = value[...]
-    while let open = rest.firstRange(of: "${") {
-        guard let close = rest[open.upperBound...].firstIndex(of: "}") else { break }
-        let body = rest[open.upperBound..<close]
-        if body.firstRange(of: ":-") == nil, environment[String(body)] == "" { names.append(String(body)) }
-        rest = rest[rest.index(after: close)...]
-    }
-    return names
 }
 
 // MARK: - Byte-level helpers
