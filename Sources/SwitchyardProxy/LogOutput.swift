@@ -40,22 +40,32 @@ public struct StderrLogHandler: LogHandler {
         line += "\""
     }
 
-    /// Control characters as `\n`, `\r`, `\t` or `\xNN`, a backslash doubled (and `"` as `\"`
-    /// inside a quoted value).
+    /// Text format: control characters as `\n`, `\r`, `\t` or `\xNN`, a backslash doubled (and
+    /// `"` as `\"` inside a quoted value).
     static func appendTextEscaped(_ text: String, to line: inout String, escapingQuotes: Bool = false) {
+        appendEscaped(text, to: &line, escapingQuotes: escapingQuotes) { code in
+            let hex = String(code, radix: 16, uppercase: true)
+            return "\\x" + (hex.count < 2 ? "0" : "") + hex
+        }
+    }
+
+    /// The escaping both formats share: `\n`, `\r`, `\t`, `\\`, optionally `\"`; any other control
+    /// character (and DEL) as `control(code)`.
+    private static func appendEscaped(
+        _ text: String, to out: inout String, escapingQuotes: Bool, control: (UInt32) -> String
+    ) {
         for scalar in text.unicodeScalars {
             switch scalar {
-            case "\n": line += "\\n"
-            case "\r": line += "\\r"
-            case "\t": line += "\\t"
-            case "\\": line += "\\\\"
-            case "\"" where escapingQuotes: line += "\\\""
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case "\\": out += "\\\\"
+            case "\"" where escapingQuotes: out += "\\\""
             default:
                 if scalar.value < 0x20 || scalar.value == 0x7F {
-                    let hex = String(scalar.value, radix: 16, uppercase: true)
-                    line += "\\x" + (hex.count < 2 ? "0" : "") + hex
+                    out += control(scalar.value)
                 } else {
-                    line.unicodeScalars.append(scalar)
+                    out.unicodeScalars.append(scalar)
                 }
             }
         }
@@ -132,21 +142,9 @@ public struct StderrLogHandler: LogHandler {
 
     static func appendJSONString(_ s: String, to out: inout String) {
         out += "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if scalar.value < 0x20 {
-                    let hex = String(scalar.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
+        appendEscaped(s, to: &out, escapingQuotes: true) { code in
+            let hex = String(code, radix: 16)
+            return "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
         }
         out += "\""
     }
