@@ -98,14 +98,11 @@ final class AdminServer {
         case .status:
             return HTTPResponse(status: .ok, contentType: "application/json", body: StatusExporter.render(runtime))
         case .reload:
-            guard runtime.acceptsReload else {
-                _ = runtime.reload(trigger: "admin")  // logs that it was ignored
-                return .error(.serviceUnavailable, "not reloading: \(runtime.notReadyReason() ?? "not running")")
+            switch runtime.reload(trigger: "admin") {
+            case .reloaded: return .text(.ok, "reloaded\n")
+            case .failed(let error): return .error(.badRequest, "reload failed: \(error)")
+            case .ignored(let reason): return .error(.serviceUnavailable, "not reloading: \(reason)")
             }
-            if let error = runtime.reload(trigger: "admin") {
-                return .error(.badRequest, "reload failed: \(error)")
-            }
-            return .text(.ok, "reloaded\n")
         case .serverAction(let serviceName, let serverName, let action):
             guard let service = runtime.services.first(where: { $0.name == serviceName }) else {
                 return .error(.notFound, "no service \(serviceName)")

@@ -421,13 +421,13 @@ public final class ProxyRuntime: @unchecked Sendable {
     // MARK: Reload (control)
 
     /// Re-reads the configuration and applies it in place on every worker. An invalid file, or a
-    /// new listener that cannot be bound, changes nothing. Returns nil on success, else the error.
+    /// new listener that cannot be bound, changes nothing.
     @discardableResult
-    func reload(trigger: String) -> String? {
-        guard acceptsReload else {
+    func reload(trigger: String) -> ReloadOutcome {
+        guard lifecycle == .running else {
             // Starting or shutting down: nothing to reload into, and nothing failed.
             logger.notice("reload ignored", metadata: ["trigger": "\(trigger)", "state": "\(lifecycle)"])
-            return "not running (\(lifecycle))"
+            return .ignored(notReadyReason() ?? "\(lifecycle)")
         }
         let newConfig: SwitchyardConfig
         do {
@@ -563,16 +563,21 @@ public final class ProxyRuntime: @unchecked Sendable {
         }
         reloadsSucceeded &+= 1
         logger.notice("configuration reloaded", metadata: ["trigger": "\(trigger)", "services": "\(services.count)"])
-        return nil
+        return .reloaded
     }
 
-    /// A reload is applied only while running (not while starting, draining or stopped).
-    var acceptsReload: Bool { lifecycle == .running }
+    enum ReloadOutcome {
+        case reloaded
+        /// The file or the new listeners were rejected; the running configuration stays.
+        case failed(String)
+        /// Not running (starting, draining): nothing was tried. The reason.
+        case ignored(String)
+    }
 
-    private func reloadFailed(_ message: String, trigger: String) -> String {
+    private func reloadFailed(_ message: String, trigger: String) -> ReloadOutcome {
         reloadsFailed &+= 1
         logger.error("reload failed; keeping the running configuration", metadata: ["trigger": "\(trigger)", "error": "\(message)"])
-        return message
+        return .failed(message)
     }
 
     // MARK: Admin (control)

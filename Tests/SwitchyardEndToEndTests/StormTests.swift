@@ -31,15 +31,14 @@ struct StormTests {
         var failures: [String] = []
     }
 
-    /// SplitMix64: a seeded generator, so that a failing storm can be replayed.
+    /// A seeded generator (the payloads' SplitMix64 words), so that a failing storm can be replayed.
     struct SeededGenerator: RandomNumberGenerator {
-        var state: UInt64
+        let state: UInt64
+        private var index = 0
+        init(state: UInt64) { self.state = state }
         mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
+            index += 1
+            return PayloadStream.word(seed: state, index: index)
         }
     }
 
