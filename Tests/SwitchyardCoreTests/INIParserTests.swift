@@ -209,7 +209,8 @@ extension INIParserTests {
             #expect(parseSize("1MB") == 1 << 20)
             #expect(parseSize("2g") == 2 << 30)
             #expect(parseSize("0") == 0)
-            for bad in ["", "k", "-1", "1.5k", "1t", "1 k", "99999999999999999999"] {
+            for bad in ["", "k", "-1", "1.5k", "1t", "1 k", "99999999999999999999",
+                        "64\u{212A}", "64\u{212A}b"] {  // the Kelvin sign, which Unicode lowers to k
                 #expect(parseSize(bad) == nil, "\(bad)")
             }
         }

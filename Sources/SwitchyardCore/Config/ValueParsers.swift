@@ -50,7 +50,7 @@ public func parseSize(_ text: String) -> Int? {
     let bytes = Array(text.utf8)
     guard let (number, end) = parseDigits(bytes, from: 0) else { return nil }
     let multiplier: Int64
-    switch String(decoding: bytes[end...], as: UTF8.self).lowercased() {
+    switch asciiLowercased(bytes[end...]) {
     case "", "b": multiplier = 1
     case "k", "kb", "kib": multiplier = 1 << 10
     case "m", "mb", "mib": multiplier = 1 << 20
@@ -64,7 +64,7 @@ public func parseSize(_ text: String) -> Int? {
 
 /// `true`/`false`, `yes`/`no`, `on`/`off`, `1`/`0` (case-insensitive).
 public func parseBool(_ text: String) -> Bool? {
-    switch text.lowercased() {
+    switch asciiLowercased(text.utf8[...]) {
     case "true", "yes", "on", "1": return true
     case "false", "no", "off", "0": return false
     default: return nil
@@ -72,6 +72,12 @@ public func parseBool(_ text: String) -> Bool? {
 }
 
 // MARK: - Internals shared with the loader
+
+/// `bytes` with A–Z lowered, as text. Units and keywords are ASCII: Unicode lowering would also
+/// accept look-alikes (the Kelvin sign U+212A lowers to `k`, so "64\u{212A}" would read as 64k).
+func asciiLowercased<Bytes: Collection<UInt8>>(_ bytes: Bytes) -> String {
+    String(decoding: bytes.map { $0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0 }, as: UTF8.self)
+}
 
 /// A problem with a value, in plain words; the loader adds FILE:LINE.
 struct ValueError: Error, Equatable {
