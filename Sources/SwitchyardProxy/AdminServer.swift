@@ -9,9 +9,29 @@ import SwitchyardUV
 /// new connection closes the oldest one still waiting for its request rather than being refused
 /// itself (nginx's and HAProxy's answer to idle-connection floods): 64 idle sockets cannot lock
 /// out a liveness probe, which sends its request as soon as it connects.
+///
+/// After the answer a connection lingers (nginx's `lingering_close`): the write side is shut down
+/// (FIN after the answer) but the socket stays open, reading and dropping whatever the client still
+/// sends, until the client's FIN, `lingerTimeoutMs` or `maxLingerBytes`. Closing at once would
+/// leave any bytes sent beyond the request (a body the endpoint refused, a pipelined request,
+/// junk) unread in the kernel, and a close with unread bytes sends a reset (RFC 1122 §4.2.2.13),
+/// which drops the part of the answer not yet sent: the client sees ECONNRESET instead of the end
+/// of the answer. A lingering connection still holds one of the 64 places, but it is the
+/// first to make room for a new connection: its answer is out.
 final class AdminServer {
     static let maxConnections = 64
     static let requestTimeoutMs: UInt64 = 10_000
+    /// How long a connection may linger after its answer, in all (not per read). A client that
+    /// sent its extra bytes along with the request has them on the wire already; 2 s covers their
+    /// arrival and the client reading the answer and closing over any network an admin endpoint is
+    /// reached through (many round trips), while the 64 places, and the loop at shutdown, are not
+    /// held for long by clients that never close. (nginx's 30 s `lingering_time` is for large
+    /// uploads; requests here are at most 72 KiB.)
+    static let lingerTimeoutMs: UInt64 = 2_000
+    /// Bytes read past the request after which a lingering connection is closed anyway (reset if
+    /// more is unread): far beyond what a well-behaved client sends after a request (a refused body
+    /// of a few hundred KiB), and a bound on the work a client streaming junk can cause.
+    static let maxLingerBytes = 1 << 20
 
     private unowned let runtime: ProxyRuntime
     private let listener: TCPListener
@@ -47,12 +67,14 @@ final class AdminServer {
         listener.close()
     }
 
-    /// Stops listening and drops the connections still waiting for their request; those being
-    /// answered (even from inside `respond`, as a reload that moves the endpoint does) finish
-    /// sending the answer (each holds this server until its close callback).
+    /// Stops listening and drops the connections still waiting for their request and those
+    /// lingering (their answer is out: an endpoint going away, at shutdown above all, does not wait
+    /// for the linger timeout); those being answered (even from inside `respond`, as a reload that
+    /// moves the endpoint does) finish sending the answer and linger (each holds this server until
+    /// its close callback).
     func close() {
         listener.close()
-        for connection in connections.values where !connection.answered { connection.abort() }
+        for connection in connections.values where !connection.answered || connection.lingering { connection.abort() }
     }
 
     private func accept(_ l: TCPListener) {
@@ -60,11 +82,16 @@ final class AdminServer {
         // Closing connections stay in the table until their close callback: count the others.
         let open = connections.values.filter { !$0.aborted }
         if open.count >= Self.maxConnections {
-            guard let oldestWaiting = open.filter({ !$0.answered }).min(by: { $0.serial < $1.serial }) else {
+            // A lingering connection first (its answer is out: closing it costs at most a reset of
+            // bytes it should not have sent), else the oldest still waiting for its request. Not a
+            // waiting one first: under a flood of lingering connections that would be the newest
+            // arrival, a probe about to send its request.
+            let older = { (a: AdminConnection, b: AdminConnection) in a.serial < b.serial }
+            guard let victim = open.filter(\.lingering).min(by: older) ?? open.filter({ !$0.answered }).min(by: older) else {
                 stream.close()  // every one is being answered: refuse the newcomer
                 return
             }
-            oldestWaiting.abort()
+            victim.abort()
         }
         accepted += 1
         let connection = AdminConnection(stream: stream, server: self, serial: accepted)
@@ -76,39 +103,44 @@ final class AdminServer {
         connections[ObjectIdentifier(connection)] = nil
     }
 
-    fileprivate func respond(to request: HTTPRequest) -> HTTPResponse {
+    /// Answers `request` through `answer`: at once, except a reload, which answers when it is
+    /// applied (after any DNS lookups it needs; see `ProxyRuntime.reload`).
+    fileprivate func respond(to request: HTTPRequest, answer: @escaping (HTTPResponse) -> Void) {
         let route: AdminRoute
         switch AdminRoute.resolve(request) {
         case .success(let r): route = r
-        case .failure(let error): return error.response
+        case .failure(let error): return answer(error.response)
         }
         if route.isMutation && !AdminRoute.authorize(request: request, token: runtime.config.global.adminToken) {
-            return .unauthorized()
+            return answer(.unauthorized())
         }
         switch route {
         case .healthz:
-            return .text(.ok, "ok\n")
+            answer(.text(.ok, "ok\n"))
         case .readyz:
             if let reason = runtime.notReadyReason() {
-                return .text(.serviceUnavailable, "not ready: \(reason)\n")
+                answer(.text(.serviceUnavailable, "not ready: \(reason)\n"))
+            } else {
+                answer(.text(.ok, "ready\n"))
             }
-            return .text(.ok, "ready\n")
         case .metrics:
-            return HTTPResponse(status: .ok, contentType: PrometheusWriter.contentType, body: MetricsExporter.render(runtime))
+            answer(HTTPResponse(status: .ok, contentType: PrometheusWriter.contentType, body: MetricsExporter.render(runtime)))
         case .status:
-            return HTTPResponse(status: .ok, contentType: "application/json", body: StatusExporter.render(runtime))
+            answer(HTTPResponse(status: .ok, contentType: "application/json", body: StatusExporter.render(runtime)))
         case .reload:
-            switch runtime.reload(trigger: "admin") {
-            case .reloaded: return .text(.ok, "reloaded\n")
-            case .failed(let error): return .error(.badRequest, "reload failed: \(error)")
-            case .ignored(let reason): return .error(.serviceUnavailable, "not reloading: \(reason)")
+            runtime.reload(trigger: "admin") { outcome in
+                switch outcome {
+                case .reloaded: answer(.text(.ok, "reloaded\n"))
+                case .failed(let error): answer(.error(.badRequest, "reload failed: \(error)"))
+                case .ignored(let reason): answer(.error(.serviceUnavailable, "not reloading: \(reason)"))
+                }
             }
         case .serverAction(let serviceName, let serverName, let action):
             guard let service = runtime.services.first(where: { $0.name == serviceName }) else {
-                return .error(.notFound, "no service \(serviceName)")
+                return answer(.error(.notFound, "no service \(serviceName)"))
             }
             guard let server = service.server(named: serverName) else {
-                return .error(.notFound, "no server \(serverName) in service \(serviceName)")
+                return answer(.error(.notFound, "no server \(serverName) in service \(serviceName)"))
             }
             let state: AdminState
             switch action {
@@ -117,12 +149,12 @@ final class AdminServer {
             case .enable: state = .enabled
             }
             runtime.setAdminState(server, of: service, state)
-            return .text(.ok, "\(serviceName)/\(serverName): \(state.rawValue)\n")
+            answer(.text(.ok, "\(serviceName)/\(serverName): \(state.rawValue)\n"))
         }
     }
 }
 
-/// One admin client connection: read a request, answer it, close.
+/// One admin client connection: read a request, answer it, linger (see `AdminServer`), close.
 private final class AdminConnection: TCPStreamDelegate {
     private let stream: TCPStream
     /// Strong: the server's table holds this connection until its close callback, and the server
@@ -131,9 +163,16 @@ private final class AdminConnection: TCPStreamDelegate {
     private var parser = HTTPRequestParser()
     private var timer: UVTimer?
     private(set) var answered = false
+    /// Answered, the write side shut down: reading and dropping until the client's FIN, the linger
+    /// timeout or `maxLingerBytes`.
+    private(set) var lingering = false
     /// Closed (or closing): no longer counts against the connection limit.
     private(set) var aborted = false
-    /// Order of acceptance (the oldest waiting connection makes room for a new one).
+    /// The client's FIN came while the answer was still being written: close once it is out.
+    private var clientFinished = false
+    /// Bytes read (and dropped) since the answer began.
+    private var droppedBytes = 0
+    /// Order of acceptance (the oldest lingering, else waiting, connection makes room for a new one).
     let serial: UInt64
 
     init(stream: TCPStream, server: AdminServer, serial: UInt64) {
@@ -154,16 +193,22 @@ private final class AdminConnection: TCPStreamDelegate {
         }
     }
 
+    /// Closes the connection (a FIN, unless unread bytes make the kernel reset it).
     func abort() {
         aborted = true
+        lingering = false
         timer?.close()
         timer = nil
         stream.close()
     }
 
+    /// Writes the answer and shuts down the write side, then lingers. Reading goes on meanwhile: the
+    /// bytes a client sends past its request are dropped as they come, not left to cause a reset.
     private func send(_ response: HTTPResponse, includeBody: Bool) {
         answered = true
-        stream.stopReading()
+        // The answer has `requestTimeoutMs` to be written (a client that does not read it is cut
+        // off), then the linger timeout starts.
+        timer?.start(timeout: AdminServer.requestTimeoutMs)
         let bytes = response.serialize(includeBody: includeBody)
         let pool = stream.loop.buffers
         var offset = 0
@@ -178,36 +223,66 @@ private final class AdminConnection: TCPStreamDelegate {
             offset += n
         }
         do {
-            // Shut down at once (everything written) or after the queued writes: then close.
-            if try stream.shutdown() { abort() }
+            // Shut down at once (everything written) or after the queued writes: then linger.
+            if try stream.shutdown() { linger() }
         } catch {
             abort()
         }
     }
 
+    /// The answer is written and the FIN queued behind it: keep reading until the client's FIN (or
+    /// close now if it came already), the linger timeout (the request timer, restarted) or the byte cap.
+    private func linger() {
+        guard !aborted else { return }
+        guard !clientFinished, let timer else {
+            abort()
+            return
+        }
+        lingering = true
+        timer.start(timeout: AdminServer.lingerTimeoutMs)
+    }
+
     func stream(_ stream: TCPStream, didRead buffer: UnsafeMutableRawPointer, count: Int) {
+        guard !answered else {
+            // Past the request (being answered or lingering): dropped.
+            stream.loop.buffers.give(buffer)
+            droppedBytes += count
+            if droppedBytes > AdminServer.maxLingerBytes { abort() }
+            return
+        }
         let result = parser.feed(UnsafeRawBufferPointer(start: buffer, count: count))
         stream.loop.buffers.give(buffer)
-        guard !answered else { return }
         switch result {
         case .needMore:
             break
         case .complete(let request):
             answered = true  // before `respond`, which may close the endpoint (see `close`)
-            send(server.respond(to: request), includeBody: request.method != "HEAD")
+            // The request is in: the time until the answer is the endpoint's (a reload may wait
+            // for DNS); `send` times the writing of the answer.
+            timer?.stop()
+            let includeBody = request.method != "HEAD"
+            server.respond(to: request) { [self] response in
+                guard !aborted else { return }  // closed meanwhile (the endpoint shut down)
+                send(response, includeBody: includeBody)
+            }
         case .error(let status, let message):
-            send(.error(status, message), includeBody: true)
+            // Most errors come after the request line: a HEAD request gets its answer without content.
+            send(.error(status, message), includeBody: parser.requestMethod != "HEAD")
         }
     }
 
     func streamDidReachEOF(_ stream: TCPStream) {
-        if !answered { abort() }
+        if answered && !lingering {
+            clientFinished = true  // the answer is still being written: `linger` closes
+        } else {
+            abort()
+        }
     }
 
     func stream(_ stream: TCPStream, didFail error: UVError) { abort() }
     func stream(_ stream: TCPStream, didConnect error: UVError?) {}
     func streamDidDrain(_ stream: TCPStream) {}
-    func streamDidShutdown(_ stream: TCPStream) { abort() }
+    func streamDidShutdown(_ stream: TCPStream) { linger() }
 
     func streamDidClose(_ stream: TCPStream) {
         timer?.close()

@@ -49,6 +49,10 @@ public final class ProxyRuntime: @unchecked Sendable {
     private var drainedWorkers = Set<Int>()
     private(set) var reloadsSucceeded: UInt64 = 0
     private(set) var reloadsFailed: UInt64 = 0
+    /// While a reload's names are looked up off the loop: who waits for its outcome (nil: none runs).
+    private var reloadWaiters: [(ReloadOutcome) -> Void]?
+    /// Reloads asked for meanwhile: one more reload runs for all of them when that one ends.
+    private var queuedReload: (triggers: [String], waiters: [(ReloadOutcome) -> Void]) = ([], [])
     var admin: AdminServer?
     private(set) var startedAt: UInt64 = 0
 
@@ -199,9 +203,9 @@ public final class ProxyRuntime: @unchecked Sendable {
         }
     }
 
-    private func resolveListen(_ address: HostPort, service: String) throws -> SocketAddress {
+    private func resolveListen(_ address: HostPort, service: String, names: ResolvedNames = .none) throws -> SocketAddress {
         do {
-            guard let first = try SocketAddress.resolve(host: address.host, port: address.port).first else {
+            guard let first = try names.resolve(address).first else {
                 throw StartError.listen(service: service, address: address.description, error: "no address")
             }
             return first
@@ -355,7 +359,7 @@ public final class ProxyRuntime: @unchecked Sendable {
     private func handleSignal(_ signum: Int32) {
         switch signum {
         case SIGHUP:
-            _ = reload(trigger: "SIGHUP")
+            reload(trigger: "SIGHUP")
         default:
             let name = signum == SIGTERM ? "SIGTERM" : "SIGINT"
             if lifecycle == .draining {
@@ -407,6 +411,11 @@ public final class ProxyRuntime: @unchecked Sendable {
     private func finishShutdown() {
         guard lifecycle != .stopped else { return }
         lifecycle = .stopped
+        // A reload still looking up names will not come back (the inbox closes below).
+        let waiting = (reloadWaiters ?? []) + queuedReload.waiters
+        reloadWaiters = nil
+        queuedReload = ([], [])
+        for waiter in waiting { waiter(.ignored("draining")) }
         broadcast { $0.stop() }
         for health in healthControls.values { health.stop() }
         drainTimer?.close()
@@ -420,21 +429,95 @@ public final class ProxyRuntime: @unchecked Sendable {
 
     // MARK: Reload (control)
 
-    /// Re-reads the configuration and applies it in place on every worker. An invalid file, or a
-    /// new listener that cannot be bound, changes nothing.
-    @discardableResult
-    func reload(trigger: String) -> ReloadOutcome {
+    /// Re-reads the configuration and applies it in place on every worker; `completion` gets the
+    /// outcome on the control loop. An invalid file, or a new listener that cannot be bound,
+    /// changes nothing.
+    ///
+    /// Host names the new configuration brings (new or moved servers, servers that did not resolve
+    /// before, new listen addresses) are looked up on a thread of their own first, so that a slow
+    /// DNS server does not stall the connections this loop relays; the completion then comes
+    /// later. A reload asked for meanwhile is queued: when the running one ends, one more reload
+    /// (reading the file again) runs for every request queued, and answers them all.
+    func reload(trigger: String, completion: @escaping (ReloadOutcome) -> Void = { _ in }) {
         guard lifecycle == .running else {
             // Starting or shutting down: nothing to reload into, and nothing failed.
             logger.notice("reload ignored", metadata: ["trigger": "\(trigger)", "state": "\(lifecycle)"])
-            return .ignored(notReadyReason() ?? "\(lifecycle)")
+            completion(.ignored(notReadyReason() ?? "\(lifecycle)"))
+            return
         }
+        if reloadWaiters != nil {
+            queuedReload.triggers.append(trigger)
+            queuedReload.waiters.append(completion)
+            logger.info("reload queued behind the one resolving names", metadata: ["trigger": "\(trigger)"])
+            return
+        }
+        startReload(trigger: trigger, waiters: [completion])
+    }
+
+    private func startReload(trigger: String, waiters: [(ReloadOutcome) -> Void]) {
         let newConfig: SwitchyardConfig
         do {
             newConfig = try reloadSource()
         } catch {
-            return reloadFailed(error.description, trigger: trigger)
+            return finishReload(reloadFailed(error.description, trigger: trigger), waiters: waiters)
         }
+        let names = addressesToResolve(for: newConfig)
+        guard !names.isEmpty else {
+            return finishReload(applyReload(newConfig, names: .none, trigger: trigger), waiters: waiters)
+        }
+        reloadWaiters = waiters
+        logger.info("reload: resolving names", metadata: ["trigger": "\(trigger)", "names": "\(names.count)"])
+        do {
+            try control.loop.runOffLoop({ ResolvedNames.lookUp(names) }) { [self] answers in
+                // Back on the control loop (dropped if it shut down meanwhile; see finishShutdown).
+                let waiters = reloadWaiters ?? []
+                reloadWaiters = nil
+                guard lifecycle == .running else {
+                    logger.notice("reload ignored", metadata: ["trigger": "\(trigger)", "state": "\(lifecycle)"])
+                    return finishReload(.ignored(notReadyReason() ?? "\(lifecycle)"), waiters: waiters)
+                }
+                finishReload(applyReload(newConfig, names: answers, trigger: trigger), waiters: waiters)
+            }
+        } catch {
+            reloadWaiters = nil
+            finishReload(reloadFailed("cannot start resolving names: \(error)", trigger: trigger), waiters: waiters)
+        }
+    }
+
+    /// Answers a reload's callers, then starts the queued reload if there is one.
+    private func finishReload(_ outcome: ReloadOutcome, waiters: [(ReloadOutcome) -> Void]) {
+        for waiter in waiters { waiter(outcome) }
+        guard reloadWaiters == nil, !queuedReload.waiters.isEmpty else { return }
+        let queued = queuedReload
+        queuedReload = ([], [])
+        let trigger = queued.triggers.joined(separator: ",")
+        guard lifecycle == .running else {
+            for waiter in queued.waiters { waiter(.ignored(notReadyReason() ?? "\(lifecycle)")) }
+            return
+        }
+        startReload(trigger: trigger, waiters: queued.waiters)
+    }
+
+    /// Names (not IP literals) a reload to `newConfig` has to look up: servers that are new,
+    /// moved or unresolved until now, and listen addresses not open yet.
+    private func addressesToResolve(for newConfig: SwitchyardConfig) -> [HostPort] {
+        var byName: [String: SharedService] = [:]
+        for service in services { byName[service.name] = service }
+        var open = Set<String>()
+        for service in control.services.values {
+            for l in service.listeners { open.insert(l.key.address) }
+        }
+        var addresses: [HostPort] = []
+        for serviceConfig in newConfig.services {
+            addresses += byName[serviceConfig.name]?.addressesToResolve(for: serviceConfig) ?? serviceConfig.servers.map(\.address)
+            addresses += serviceConfig.listen.filter { !open.contains($0.description) }
+        }
+        var seen = Set<HostPort>()
+        return addresses.filter { !ResolvedNames.isLiteral($0.host) && seen.insert($0).inserted }
+    }
+
+    /// Applies a parsed configuration whose names `names` holds (see `reload`).
+    private func applyReload(_ newConfig: SwitchyardConfig, names: ResolvedNames, trigger: String) -> ReloadOutcome {
         if (newConfig.global.workers ?? workerCount) != workerCount && newConfig.global.workers != nil {
             logger.warning("reload: a change of workers takes effect at the next start")
         }
@@ -470,7 +553,7 @@ public final class ProxyRuntime: @unchecked Sendable {
                         entries.append(ListenPlan(key: key, address: address, resolved: bound, reuse: reuse))
                         continue
                     }
-                    let resolved = try resolveListen(address, service: serviceConfig.name)
+                    let resolved = try resolveListen(address, service: serviceConfig.name, names: names)
                     let l: ServiceListener
                     do {
                         l = try control.bind(key, resolved: resolved, for: nil)
@@ -520,12 +603,12 @@ public final class ProxyRuntime: @unchecked Sendable {
                 shared = existing
                 healthControls[shared.name]?.stop()
                 let before = Set(shared.servers.map(\.id))
-                for removed in shared.update(to: serviceConfig, now: now) {
+                for removed in shared.update(to: serviceConfig, now: now, names: names) {
                     logger.notice("server removed; its connections finish", metadata: ["service": "\(shared.name)", "server": "\(removed.name)"])
                 }
                 logUnresolved(shared.servers.filter { !before.contains($0.id) }, of: shared)
             } else {
-                shared = SharedService(config: serviceConfig, now: now, workers: workerCount)
+                shared = SharedService(config: serviceConfig, now: now, workers: workerCount, names: names)
                 logger.notice("service added", metadata: ["service": "\(shared.name)"])
                 logUnresolved(shared.servers, of: shared)
             }
@@ -688,5 +771,6 @@ private func readNumber(_ path: String) -> UInt? {
     defer { fclose(file) }
     var line = [CChar](repeating: 0, count: 32)
     guard fgets(&line, Int32(line.count), file) != nil else { return nil }
-    return UInt(String(cString: line).filter(\.isNumber))
+    let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    return UInt(text.filter(\.isNumber))
 }

@@ -21,12 +21,13 @@ final class ServerDescriptor: Sendable {
     /// Scheduling bookkeeping, read and written only under the owning service's lock.
     let slot = ServerSlot()
 
-    init(config: ServerConfig, workers: Int, stats: [ServerStats]? = nil) {
+    /// `names`: answers looked up ahead (a reload's, off the loop); without one, resolves now.
+    init(config: ServerConfig, workers: Int, stats: [ServerStats]? = nil, names: ResolvedNames = .none) {
         self.name = config.name
         self.stats = stats ?? (0..<workers).map { _ in ServerStats() }
         self.configuredAddress = config.address
         do {
-            address = try SocketAddress.resolve(host: config.address.host, port: config.address.port).first
+            address = try names.resolve(config.address).first
             resolveError = nil
         } catch {
             address = nil
@@ -89,6 +90,11 @@ final class SharedService: Sendable {
                 connectTimeout: config.connectTimeout)
         }
 
+        /// Name → configured address of every current server whose address resolved.
+        var resolvedAddresses: [String: HostPort] {
+            Dictionary(servers.filter(\.hasAddress).map { ($0.name, $0.configuredAddress) }, uniquingKeysWith: { first, _ in first })
+        }
+
         mutating func syncUsable(_ index: Int) {
             balancer.setUsable(index, health.isUsable(index) && servers[index].hasAddress)
         }
@@ -121,11 +127,11 @@ final class SharedService: Sendable {
     let serviceStats: [ServiceStats]
     let workerCount: Int
 
-    init(config: ServiceConfig, now: UInt64, workers: Int) {
+    init(config: ServiceConfig, now: UInt64, workers: Int, names: ResolvedNames = .none) {
         name = config.name
         workerCount = workers
         serviceStats = (0..<workers).map { _ in ServiceStats() }
-        let servers = config.servers.map { ServerDescriptor(config: $0, workers: workers) }
+        let servers = config.servers.map { ServerDescriptor(config: $0, workers: workers, names: names) }
         var initial = State(config: config, servers: servers, now: now)
         initial.syncAll(now: now)
         state = Mutex(initial)
@@ -279,22 +285,28 @@ final class SharedService: Sendable {
 
     // MARK: Reload (control worker)
 
+    /// The server addresses a reload to `newConfig` would resolve: those of new and moved servers
+    /// and of servers whose name did not resolve before (the others keep their descriptor).
+    func addressesToResolve(for newConfig: ServiceConfig) -> [HostPort] {
+        let known = state.withLock(\.resolvedAddresses)
+        return newConfig.servers.filter { known[$0.name] != $0.address }.map(\.address)
+    }
+
     /// Applies a new configuration of this service. Servers that stay (same name and address)
     /// keep their descriptor, health state and open connections; removed servers drain. A server
     /// whose name did not resolve gets a new descriptor, so that a reload resolves it again.
     /// Returns the removed servers.
-    func update(to newConfig: ServiceConfig, now: UInt64) -> [ServerDescriptor] {
-        // New and moved servers, and those whose name did not resolve before, are resolved before
-        // the lock is taken: a slow DNS answer must not hold up the workers picking servers of
-        // this service meanwhile.
-        let (known, counters) = state.withLock { s in
-            (Dictionary(s.servers.filter(\.hasAddress).map { ($0.name, $0.configuredAddress) }, uniquingKeysWith: { first, _ in first }),
-             s.statsByName)
-        }
+    ///
+    /// `names`: the answers for `addressesToResolve(for:)`, looked up off the loop; an address
+    /// missing from them is resolved here (instant for an IP literal).
+    func update(to newConfig: ServiceConfig, now: UInt64, names: ResolvedNames = .none) -> [ServerDescriptor] {
+        // New and moved servers, and those whose name did not resolve before, get their
+        // descriptors before the lock is taken: workers pick servers of this service meanwhile.
+        let (known, counters) = state.withLock { s in (s.resolvedAddresses, s.statsByName) }
         var created: [String: ServerDescriptor] = [:]
         for serverConfig in newConfig.servers where known[serverConfig.name] != serverConfig.address {
             created[serverConfig.name] = ServerDescriptor(
-                config: serverConfig, workers: workerCount, stats: counters[serverConfig.name])
+                config: serverConfig, workers: workerCount, stats: counters[serverConfig.name], names: names)
         }
         return state.withLock { s in
             var kept: [String: ServerDescriptor] = [:]
@@ -317,7 +329,7 @@ final class SharedService: Sendable {
                     adminStates.append((newIndex, s.health.servers[oldIndex].adminState))
                 }
                 servers.append(created[name]
-                    ?? ServerDescriptor(config: serverConfig, workers: workerCount, stats: s.statsByName[name]))
+                    ?? ServerDescriptor(config: serverConfig, workers: workerCount, stats: s.statsByName[name], names: names))
             }
             var next = State(config: newConfig, servers: servers, now: now)
             next.random = s.random

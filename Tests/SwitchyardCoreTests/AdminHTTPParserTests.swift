@@ -274,6 +274,51 @@ private func status(_ result: ParseResult) -> Int? {
         #expect(p.feed(bytes("GET / HTTP/1.1\r\nA: 1234567890\r\n")) == .needMore)
         #expect(status(p.feed(bytes("B: 1234567890\r\n"))) == 431)
     }
+
+    @Test func requestMethodIsKnownFromTheRequestLineOnEvenAfterAnError() {
+        var p = HTTPRequestParser(maxHeadBytes: 60)
+        #expect(p.requestMethod == nil)
+        #expect(p.feed(bytes("HEAD /healthz HT")) == .needMore)
+        #expect(p.requestMethod == nil, "before the request line is complete")
+        #expect(p.feed(bytes("TP/1.1\r\nA: 1234567890\r\n")) == .needMore)
+        #expect(p.requestMethod == "HEAD")
+        #expect(status(p.feed(bytes("B: 1234567890\r\nC: 1234567890\r\n"))) == 431)
+        #expect(p.requestMethod == "HEAD", "kept after the error")
+
+        // Every error found after the request line (or in a well-formed one naming HTTP/2) keeps it.
+        let afterTheLine: [(String, Int)] = [
+            ("HEAD /healthz HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", 413),
+            ("HEAD /healthz HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 411),
+            ("HEAD /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+            ("HEAD /healthz HTTP/1.1\r\nBad Name: x\r\n\r\n", 400),
+            ("HEAD /healthz HTTP/1.1\r\n folded\r\n\r\n", 400),
+            ("HEAD /healthz HTTP/2.0\r\n\r\n", 505),
+        ]
+        for (text, code) in afterTheLine {
+            var p = HTTPRequestParser()
+            #expect(status(p.feed(bytes(text))) == code, "\(text.debugDescription)")
+            #expect(p.requestMethod == "HEAD", "\(text.debugDescription)")
+        }
+
+        // A malformed request line (or one too long to read) tells nothing.
+        let badLines: [(String, Int)] = [
+            ("HEAD  /healthz HTTP/1.1\r\n", 400),
+            ("HEAD /healthz HTTX/1.1\r\n", 400),
+            ("HEAD /a#b HTTP/1.1\r\n", 400),
+            ("HEAD /healthz HTTP/1.1\rx\r\n", 400),
+            ("HEAD /" + String(repeating: "a", count: 9000), 431),
+        ]
+        for (text, code) in badLines {
+            var p = HTTPRequestParser()
+            #expect(status(p.feed(bytes(text))) == code, "\(text.prefix(40).debugDescription)")
+            #expect(p.requestMethod == nil, "\(text.prefix(40).debugDescription)")
+        }
+
+        // A complete request: the same as the request's.
+        var complete = HTTPRequestParser()
+        let r = request(complete.feed(bytes("GET /metrics HTTP/1.0\r\n\r\n")))
+        #expect(r?.method == "GET" && complete.requestMethod == "GET")
+    }
 }
 
 @Suite struct AdminHTTPResponseTests {

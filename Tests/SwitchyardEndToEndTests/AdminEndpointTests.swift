@@ -307,6 +307,177 @@ struct AdminEndpointTests {
         #expect(proxy.isRunning)
     }
 
+    @Test("A request followed at once by 256 KiB more (a pipelined request, bytes the endpoint does not read), from a client with a small receive buffer: the whole answer arrives, then a FIN, not a reset, 20 times out of 20 (lingering close)")
+    func answerSurvivesUnreadBytes() throws {
+        let echo = try Backend(name: "echo", behavior: .echo)
+        defer { echo.stop() }
+        let proxy = try SwitchyardProcess(config: OpsConfig.global() + OpsConfig.service("web", servers: ["echo \(echo.address)"]))
+        defer { proxy.stop() }
+        let port = try proxy.adminPort()
+        var stream = PayloadStream(seed: 42)
+        let raw = Array("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".utf8) + stream.next(256 * 1024)
+        for attempt in 1...20 {
+            // A 4 KiB receive buffer holds less than the answer (5 KiB or more of metrics): part of it
+            // is still in the endpoint's send queue when it is done with the connection, and a close
+            // with unread bytes resets the connection, dropping that part.
+            let outcome = try Self.exchange(port: port, raw: raw, receiveBuffer: 4096)
+            let reply = AdminHTTP.parse(outcome.bytes)
+            #expect(outcome.sendError == nil, "attempt \(attempt): sending was cut short: \(outcome)")
+            #expect(reply?.status == 200, "attempt \(attempt): \(outcome)")
+            let length = reply.flatMap { Int($0.header("Content-Length") ?? "") }
+            #expect(length != nil && reply?.body.count == length, "attempt \(attempt): \(reply?.body.count ?? 0) body bytes of \(length ?? -1): \(outcome)")
+            #expect(outcome.end == .eof, "attempt \(attempt): \(outcome)")
+        }
+        #expect(proxy.isRunning)
+    }
+
+    @Test("An answered connection lingers, reading, until its client's FIN, or for at most 2 s without one; lingering ones do not lock out /healthz")
+    func lingeringConnections() throws {
+        let echo = try Backend(name: "echo", behavior: .echo)
+        defer { echo.stop() }
+        let proxy = try SwitchyardProcess(config: OpsConfig.global() + OpsConfig.service("web", servers: ["echo \(echo.address)"]))
+        defer { proxy.stop() }
+        let port = try proxy.adminPort()
+        var stream = PayloadStream(seed: 7)
+        let raw = Array("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".utf8) + stream.next(16 * 1024)
+
+        // Answered (the answer and the endpoint's FIN read), the client still open: the endpoint
+        // keeps its socket until the client's FIN, which closes it well before the linger timeout.
+        let first = try TestClient(port: port)
+        defer { first.close() }
+        try first.send(raw)
+        let (firstBytes, firstEnd) = try first.readToEnd()
+        #expect(AdminHTTP.parse(firstBytes)?.status == 200 && firstEnd == .eof, "\(firstEnd): \(String(decoding: firstBytes, as: UTF8.self).debugDescription)")
+        #expect(Self.endpointHolds(port: port, client: first), "the endpoint closed the connection before its client's FIN")
+        first.close()
+        try waitUntil("the lingering connection to close after its client's FIN", timeout: .seconds(1)) {
+            !Self.endpointHolds(port: port, client: first)
+        }
+
+        // A client that never closes: the linger timeout ends it.
+        let second = try TestClient(port: port)
+        defer { second.close() }
+        try second.send(raw)
+        let (secondBytes, secondEnd) = try second.readToEnd()
+        let answered = ContinuousClock.now
+        #expect(AdminHTTP.parse(secondBytes)?.status == 200 && secondEnd == .eof, "\(secondEnd)")
+        #expect(Self.endpointHolds(port: port, client: second), "the endpoint closed the connection before the linger timeout")
+        try waitUntil("the linger timeout to close a connection whose client stays open", timeout: .seconds(5)) {
+            !Self.endpointHolds(port: port, client: second)
+        }
+        let lingered = millisecondsSince(answered)
+        #expect(lingered >= 1500, "closed \(lingered) ms after the answer, before the 2 s linger timeout")
+
+        // 70 lingering connections (more than the 64 places): probes still get in, each taking the
+        // place of a lingering one.
+        var lingering: [TestClient] = []
+        defer { lingering.forEach { $0.close() } }
+        for i in 0..<70 {
+            let client = try TestClient(port: port)
+            lingering.append(client)
+            try client.send(raw)
+            let (bytes, end) = try client.readToEnd()
+            #expect(AdminHTTP.parse(bytes)?.status == 200 && end == .eof, "lingering client \(i): \(end)")
+        }
+        let held = lingering.filter { Self.endpointHolds(port: port, client: $0) }.count
+        #expect(held <= 64, "\(held) lingering connections held (the limit is 64)")
+        for _ in 0..<5 {
+            let reply = try AdminHTTP.request(port: port, method: "GET", path: "/healthz", timeout: .seconds(3))
+            #expect(reply.status == 200, "\(reply)")
+        }
+        #expect(proxy.isRunning)
+    }
+
+    @Test("A client that keeps sending after its request is cut off once about 1 MiB more has been read, its answer delivered first")
+    func lingeringIsBoundedInBytes() throws {
+        let echo = try Backend(name: "echo", behavior: .echo)
+        defer { echo.stop() }
+        let proxy = try SwitchyardProcess(config: OpsConfig.global() + OpsConfig.service("web", servers: ["echo \(echo.address)"]))
+        defer { proxy.stop() }
+        let client = try TestClient(port: try proxy.adminPort())
+        defer { client.close() }
+        try client.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        // Junk for as long as the endpoint takes it: on loopback the linger timeout alone would let
+        // far more than 256 MiB through in its 2 s.
+        let result = try client.transfer(sendCount: 256 << 20, sendSeed: 3, shutdownAfterSend: false, timeout: .seconds(10))
+        #expect(result.sendError != nil && result.bytesSent < 64 << 20, "\(result)")
+        #expect(result.bytesReceived > 0, "no answer before the cut: \(result)")
+        #expect(proxy.isRunning)
+    }
+
+    @Test("HEAD answers carry no body, whatever the answer: parser errors after the request line (431, 413, 411, 400, 505) and route errors (404, 405)")
+    func headErrorsWithoutBody() throws {
+        let echo = try Backend(name: "echo", behavior: .echo)
+        defer { echo.stop() }
+        let proxy = try SwitchyardProcess(config: OpsConfig.global() + OpsConfig.service("web", servers: ["echo \(echo.address)"]))
+        defer { proxy.stop() }
+        let port = try proxy.adminPort()
+        let filler = String(repeating: "a", count: 8300)
+        let cases: [(status: Int, request: String)] = [
+            (431, "HEAD /healthz HTTP/1.1\r\nHost: x\r\nX-Filler: \(filler)\r\n\r\n"),
+            (413, "HEAD /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"),
+            (411, "HEAD /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            (400, "HEAD /healthz HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n"),
+            (505, "HEAD /healthz HTTP/2.0\r\n\r\n"),
+            (404, "HEAD /nothing-here HTTP/1.1\r\nHost: x\r\n\r\n"),
+            (405, "HEAD /reload HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ]
+        for (status, request) in cases {
+            let reply = try AdminHTTP.exchange(port: port, raw: Array(request.utf8))
+            #expect(reply.status == status, "\(request.prefix(40).debugDescription): \(reply)")
+            // The same header fields as for GET, Content-Length included (RFC 9110 §9.3.2), and nothing after them.
+            #expect(Int(reply.header("Content-Length") ?? "") ?? 0 > 0, "\(reply)")
+            #expect(reply.body.isEmpty, "HEAD answered \(status) with a body: \(reply)")
+            // The same request as GET does get the body the HEAD answer announced.
+            let get = try AdminHTTP.exchange(port: port, raw: Array(request.replacingOccurrences(of: "HEAD ", with: "GET ").utf8))
+            #expect(get.status == status && get.body.count == Int(reply.header("Content-Length") ?? "") ?? -1, "GET: \(get)")
+        }
+        #expect(proxy.isRunning)
+    }
+
+    /// Sends `raw` in one go, as a client that sends a body or a second request without waiting for
+    /// the answer, then reads to the end of the stream. A send cut short (the endpoint reset the
+    /// connection) is recorded rather than thrown, and the reading goes on: what arrives shows what
+    /// the reset left of the answer.
+    private static func exchange(port: UInt16, raw: [UInt8], receiveBuffer: Int32? = nil) throws -> ExchangeOutcome {
+        let client = try TestClient(port: port, receiveBuffer: receiveBuffer)
+        defer { client.close() }
+        var outcome = ExchangeOutcome()
+        do {
+            try client.send(raw)
+        } catch {
+            outcome.sendError = "\(error)"
+        }
+        (outcome.bytes, outcome.end) = try client.readToEnd()
+        return outcome
+    }
+
+    private struct ExchangeOutcome: CustomStringConvertible {
+        var sendError: String?
+        var bytes: [UInt8] = []
+        var end = StreamEnd.eof
+
+        var description: String {
+            "\(bytes.count) bytes read, then \(end)" + (sendError.map { ", send error: \($0)" } ?? "")
+                + ": " + String(decoding: bytes.prefix(300), as: UTF8.self).debugDescription
+        }
+    }
+
+    /// Whether the endpoint on `port` still holds (has not closed) its socket of `client`'s
+    /// connection: the socket is in /proc/net/tcp with an inode (a socket the process closed, left
+    /// in FIN-WAIT-2 or TIME-WAIT, has inode 0; a reset one is gone).
+    private static func endpointHolds(port: UInt16, client: TestClient) -> Bool {
+        guard let text = readProcFile("/proc/net/tcp") else { return false }
+        return text.split(separator: "\n").dropFirst().contains { line in
+            let f = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard f.count > 9,
+                  let local = f[1].split(separator: ":").last, let remote = f[2].split(separator: ":").last,
+                  UInt16(local, radix: 16) == port, UInt16(remote, radix: 16) == client.localPort
+            else { return false }
+            return f[9] != "0"
+        }
+    }
+
     private static func allowList(_ reply: HTTPReply) -> [String] {
         (reply.header("Allow") ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.sorted()
     }

@@ -30,7 +30,8 @@
 // After `.complete` or `.error` the parser is finished: later calls to `feed` return the same result
 // and do not look at the bytes. Bytes after a complete request (a pipelined second request, or junk)
 // are ignored and counted in `ignoredByteCount`, in the completing call and after it; the endpoint
-// answers one request per connection and then closes it.
+// answers one request per connection and then closes it. `requestMethod` tells, even after an error,
+// whether the request line said HEAD (an error answer to HEAD carries no content either).
 
 public enum ParseResult: Equatable, Sendable {
     case needMore
@@ -49,6 +50,13 @@ public struct HTTPRequestParser: Sendable {
     /// Bytes received after the end of the complete request and not parsed.
     public private(set) var ignoredByteCount = 0
 
+    /// The method of the request line once that line has been read and is well formed (nil before,
+    /// and when the line itself is malformed), kept when a later line makes the request fail. An
+    /// error answer needs it: to a HEAD request it must carry no content (RFC 9110 §9.3.2), and most
+    /// errors (431, 413, 411, a bad header line) are found after the request line. Also set when the
+    /// line is well formed but names another major version (505): the method was still understood.
+    public private(set) var requestMethod: String?
+
     private enum State: Sendable {
         case requestLine
         case headerLines
@@ -60,7 +68,6 @@ public struct HTTPRequestParser: Sendable {
     /// The current, unfinished line of the head (without its LF).
     private var line: [UInt8] = []
     private var headBytes = 0
-    private var method = ""
     private var target = ""
     private var version = HTTPVersion.http1_1
     private var headers = HTTPHeaders()
@@ -175,11 +182,11 @@ public struct HTTPRequestParser: Sendable {
             return
         }
         let parsed = HTTPVersion(major: Int(v[5] - UInt8(ascii: "0")), minor: Int(v[7] - UInt8(ascii: "0")))
+        requestMethod = String(decoding: methodBytes, as: UTF8.self)
         guard parsed.major == 1 else {
             fail(.httpVersionNotSupported, "\(parsed) is not supported (HTTP/1.0 or HTTP/1.1 only)")
             return
         }
-        method = String(decoding: methodBytes, as: UTF8.self)
         target = String(decoding: targetBytes, as: UTF8.self)
         version = parsed
         state = .headerLines
@@ -287,7 +294,8 @@ public struct HTTPRequestParser: Sendable {
 
     private mutating func finishRequest() {
         let (path, query) = HTTPRequest.splitTarget(Substring(target))
-        let request = HTTPRequest(method: method, target: target, path: path, query: query,
+        // Set: the head (and so the request line) was complete.
+        let request = HTTPRequest(method: requestMethod ?? "", target: target, path: path, query: query,
                                   version: version, headers: headers, body: body)
         state = .finished(.complete(request))
         line = []

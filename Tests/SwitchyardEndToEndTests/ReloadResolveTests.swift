@@ -1,0 +1,206 @@
+// A reload that has to look up host names (a server added by DNS name) while DNS is slow: the
+// lookup happens off the event loop, so relaying, new connections and the admin endpoint carry on
+// meanwhile; reloads asked for in the meantime are queued, not lost; a drain does not wait for it.
+//
+// DNS is made slow without touching the machine's resolver: an LD_PRELOAD library, compiled here,
+// wraps getaddrinfo; for names under `.switchyard.test` it writes the name to a file (so the test
+// knows the lookup started), waits until a gate file exists, then answers 127.0.0.1.
+import Foundation
+import Glibc
+import Synchronization
+import Testing
+
+@Suite("Reload with slow name resolution")
+struct ReloadResolveTests {
+    /// The wrapper library and the two files it reads and writes.
+    struct SlowResolver {
+        let library: String
+        let gate: String
+        let started: String
+
+        static let source = """
+            #define _GNU_SOURCE
+            #include <dlfcn.h>
+            #include <netdb.h>
+            #include <stdio.h>
+            #include <stdlib.h>
+            #include <string.h>
+            #include <sys/stat.h>
+            #include <unistd.h>
+
+            typedef int (*gai_fn)(const char *, const char *, const struct addrinfo *, struct addrinfo **);
+
+            int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
+                            struct addrinfo **res) {
+                gai_fn real = (gai_fn)dlsym(RTLD_NEXT, "getaddrinfo");
+                const char *suffix = ".switchyard.test";
+                size_t n = node ? strlen(node) : 0, m = strlen(suffix);
+                if (n > m && strcmp(node + n - m, suffix) == 0) {
+                    const char *started = getenv("SLOW_DNS_STARTED");
+                    const char *gate = getenv("SLOW_DNS_GATE");
+                    if (started) {
+                        FILE *f = fopen(started, "a");
+                        if (f) { fprintf(f, "%s\\n", node); fclose(f); }
+                    }
+                    struct stat st;
+                    /* At most 60 s, so that a failed test does not leave a thread waiting forever. */
+                    for (int i = 0; gate && i < 6000 && stat(gate, &st) != 0; i++) usleep(10000);
+                    return real("127.0.0.1", service, hints, res);
+                }
+                return real(node, service, hints, res);
+            }
+            """
+
+        init(in directory: URL) throws {
+            let sourcePath = directory.appendingPathComponent("slowdns.c").path
+            library = directory.appendingPathComponent("slowdns.so").path
+            gate = directory.appendingPathComponent("gate").path
+            started = directory.appendingPathComponent("started").path
+            try Self.source.write(toFile: sourcePath, atomically: true, encoding: .utf8)
+            // The Swift toolchain brings clang; Debian's cc will do as well.
+            guard let compiler = ChildProcess.locate("clang") ?? ChildProcess.locate("cc") else {
+                throw HarnessError("no C compiler (clang or cc) on PATH to build the getaddrinfo wrapper")
+            }
+            let build = try ChildProcess.run(compiler, ["-shared", "-fPIC", "-O1", "-o", library, sourcePath, "-ldl"])
+            guard build.status == .exited(0) else {
+                throw HarnessError("building the getaddrinfo wrapper failed (\(build.status)):\n\(build.stderr)")
+            }
+        }
+
+        /// This process's environment plus the wrapper.
+        var environment: [String: String] {
+            var env = ProcessInfo.processInfo.environment
+            env["LD_PRELOAD"] = library
+            env["SLOW_DNS_GATE"] = gate
+            env["SLOW_DNS_STARTED"] = started
+            return env
+        }
+
+        /// Names whose lookup has started.
+        var lookups: [String] {
+            ((try? String(contentsOfFile: started, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+        }
+
+        func waitForLookup(of name: String) throws {
+            try waitUntil("the lookup of \(name) to start", timeout: .seconds(10)) { lookups.contains(name) }
+        }
+
+        func open() throws {
+            guard FileManager.default.createFile(atPath: gate, contents: Data()) else {
+                throw HarnessError("cannot create \(gate)")
+            }
+        }
+    }
+
+    static func makeDirectory() throws -> URL {
+        let dir = FileManager.default.temporaryDirectory
+            .appendingPathComponent("switchyard-slowdns-\(UUID().uuidString)", isDirectory: true)
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
+    @Test("While a reload waits for DNS, a held connection relays, new connections and /healthz are served; queued reloads run after it, and the new server gets traffic")
+    func relayingGoesOnWhileAReloadResolves() throws {
+        let dir = try Self.makeDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let dns = try SlowResolver(in: dir)
+        let a = try Backend(name: "a", behavior: .identify)
+        defer { a.stop() }
+        let slow = try Backend(name: "slow", behavior: .identify)
+        defer { slow.stop() }
+        let slowPort = slow.address.split(separator: ":").last.map(String.init) ?? ""
+        func config(_ servers: [String]) -> String {
+            OpsConfig.global() + OpsConfig.service("web", balance: "round_robin", servers: servers)
+        }
+        let proxy = try SwitchyardProcess(config: config(["a \(a.address)"]), environment: dns.environment)
+        defer {
+            try? dns.open()  // never leave the wrapper waiting
+            proxy.stop()
+        }
+        try proxy.waitForServersUp(service: "web", servers: ["a"])
+        let port = try proxy.port("web")
+        let (held, greeting) = try ReloadTests.connectAndIdentify(port: port)
+        defer { held.close() }
+        #expect(greeting == "a")
+        try held.roundTrip("before the reload\n")
+
+        // Add a server by name; its lookup blocks until the gate opens.
+        try proxy.rewriteConfig(config(["a \(a.address)", "slow slow.switchyard.test:\(slowPort)"]))
+        proxy.child.signal(SIGHUP)
+        try dns.waitForLookup(of: "slow.switchyard.test")
+
+        // Meanwhile the loop goes on: the held connection relays, a new connection is served by
+        // the old configuration, the admin endpoint answers.
+        try held.roundTrip("while the reload resolves\n", timeout: .seconds(3))
+        let (fresh, freshGreeting) = try ReloadTests.connectAndIdentify(port: port)
+        fresh.close()
+        #expect(freshGreeting == "a")
+        let health = try AdminHTTP.request(port: try proxy.adminPort(), method: "GET", path: "/healthz", timeout: .seconds(3))
+        #expect(health.status == 200)
+        #expect(proxy.logCount("reload: resolving names") == 1)
+        #expect(try proxy.metrics().value("switchyard_config_reloads_total", ["result": "success"]) == 0)
+
+        // Two more requests while it waits: a signal and POST /reload. They are queued and
+        // answered by one more reload once this one is done.
+        proxy.child.signal(SIGHUP)
+        try proxy.waitForLogLineCount("reload queued behind the one resolving names", 1)
+        let adminPort = try proxy.adminPort()
+        let answer = Mutex<Result<HTTPReply, any Error>?>(nil)
+        let poster = Thread {
+            let result = Result { try AdminHTTP.request(port: adminPort, method: "POST", path: "/reload", timeout: .seconds(20)) }
+            answer.withLock { $0 = result }
+        }
+        poster.start()
+        try proxy.waitForLogLineCount("reload queued behind the one resolving names", 2)
+        #expect(answer.withLock { $0 } == nil, "POST /reload was answered before its reload ran")
+
+        try dns.open()
+        try proxy.waitForLogLineCount("configuration reloaded", 2, timeout: .seconds(10))
+        try waitUntil("the answer to POST /reload", timeout: .seconds(10)) { answer.withLock { $0 } != nil }
+        let reply = try #require(try answer.withLock { $0 }?.get())
+        #expect(reply.status == 200 && reply.text == "reloaded\n", "\(reply)")
+        #expect(try proxy.metrics().value("switchyard_config_reloads_total", ["result": "success"]) == 2)
+        #expect(try proxy.metrics().value("switchyard_config_reloads_total", ["result": "failure"]) == 0)
+
+        // The named server is in and gets new connections; the held one is still relayed to a.
+        try proxy.waitForServersUp(service: "web", servers: ["slow"])
+        var seen: [String: Int] = [:]
+        try waitUntil("a new connection to reach the server added by name (seen \(seen))", timeout: .seconds(5)) {
+            let (client, name) = try ReloadTests.connectAndIdentify(port: port)
+            client.close()
+            seen[name, default: 0] += 1
+            return name == "slow"
+        }
+        try held.roundTrip("after the reload\n")
+        #expect(proxy.logCount("reload failed; keeping the running configuration") == 0)
+        #expect(proxy.isRunning)
+    }
+
+    @Test("SIGTERM while a reload waits for DNS: the drain ends and the process exits 0 without waiting for the answer")
+    func drainDoesNotWaitForALookup() throws {
+        let dir = try Self.makeDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let dns = try SlowResolver(in: dir)
+        let a = try Backend(name: "a", behavior: .identify)
+        defer { a.stop() }
+        func config(_ servers: [String]) -> String {
+            OpsConfig.global(drainTimeout: "5s") + OpsConfig.service("web", balance: "round_robin", servers: servers)
+        }
+        let proxy = try SwitchyardProcess(config: config(["a \(a.address)"]), environment: dns.environment)
+        defer {
+            try? dns.open()
+            proxy.stop()
+        }
+        try proxy.waitForServersUp(service: "web", servers: ["a"])
+        try proxy.rewriteConfig(config(["a \(a.address)", "later later.switchyard.test:9"]))
+        proxy.child.signal(SIGHUP)
+        try dns.waitForLookup(of: "later.switchyard.test")
+
+        // No connection open: the drain ends at once, and the lookup (waiting up to 60 s for a
+        // gate that never opens) does not keep the process alive.
+        let status = try proxy.terminate(signal: SIGTERM, timeout: .seconds(5))
+        #expect(status == .exited(0), "\(proxy.recentLog())")
+        #expect(proxy.logCount("configuration reloaded") == 0)
+        #expect(proxy.logCount("event loop closed with handles still open") == 0)
+    }
+}
