@@ -62,6 +62,8 @@ private struct Picture {
         var shared: SharedService
         var config: ServiceConfig
         var servers: [Server]
+        /// Servers a reload removed whose connections are still open (they finish; see `update`).
+        var draining: [(name: String, totals: ServerTotals)]
         var totals: ServiceTotals
     }
     var services: [Service]
@@ -75,7 +77,12 @@ private struct Picture {
                     descriptor: entry.0, config: config.servers[index], status: entry.1, usable: entry.2,
                     totals: ServerTotals(shared.stats(for: entry.0)))
             }
-            return Service(shared: shared, config: config, servers: servers, totals: ServiceTotals(shared.serviceStats))
+            let draining = shared.removedServerStats()
+                .map { (name: $0.name, totals: ServerTotals($0.stats)) }
+                .filter { $0.totals.connectionsActive > 0 }
+            return Service(
+                shared: shared, config: config, servers: servers, draining: draining,
+                totals: ServiceTotals(shared.serviceStats))
         }
     }
 }
@@ -85,10 +92,16 @@ enum MetricsExporter {
     static func render(_ runtime: ProxyRuntime) -> [UInt8] {
         let picture = Picture(runtime, now: runtime.loop.now)
         var w = PrometheusWriter()
-        func each(_ body: (Picture.Service, Picture.Server, [(String, String)]) -> Void) {
+        // Every server's totals, whether it may take new connections, and its labels. A server a
+        // reload removed keeps its series while its connections finish (not usable), so that the
+        // per-server series still add up to what is open; they go once the last one ends.
+        func each(_ body: (ServerTotals, Bool, [(String, String)]) -> Void) {
             for service in picture.services {
                 for server in service.servers {
-                    body(service, server, [("service", service.shared.name), ("server", server.descriptor.name)])
+                    body(server.totals, server.usable, [("service", service.shared.name), ("server", server.descriptor.name)])
+                }
+                for server in service.draining {
+                    body(server.totals, false, [("service", service.shared.name), ("server", server.name)])
                 }
             }
         }
@@ -96,34 +109,34 @@ enum MetricsExporter {
             f.add(labels: [("version", SwitchyardVersion.current)], value: 1)
         }
         w.counter("switchyard_connections_total", help: "Client connections relayed to a server.") { f in
-            each { _, server, labels in f.add(labels: labels, value: server.totals.connectionsTotal) }
+            each { totals, _, labels in f.add(labels: labels, value: totals.connectionsTotal) }
         }
         w.gauge("switchyard_connections_active", help: "Client connections being relayed to a server now.") { f in
-            each { _, server, labels in f.add(labels: labels, value: server.totals.connectionsActive) }
+            each { totals, _, labels in f.add(labels: labels, value: totals.connectionsActive) }
         }
         w.counter("switchyard_bytes_received_total", help: "Bytes received from clients.") { f in
-            each { _, server, labels in f.add(labels: labels, value: server.totals.bytesFromClients) }
+            each { totals, _, labels in f.add(labels: labels, value: totals.bytesFromClients) }
         }
         w.counter("switchyard_bytes_sent_total", help: "Bytes sent to clients.") { f in
-            each { _, server, labels in f.add(labels: labels, value: server.totals.bytesToClients) }
+            each { totals, _, labels in f.add(labels: labels, value: totals.bytesToClients) }
         }
         w.counter("switchyard_connect_failures_total", help: "Failed upstream connect attempts, by reason.") { f in
-            each { _, server, labels in
+            each { totals, _, labels in
                 for reason in ConnectFailureReason.allCases {
-                    f.add(labels: labels + [("reason", reason.label)], value: server.totals.connectFailures[reason.rawValue])
+                    f.add(labels: labels + [("reason", reason.label)], value: totals.connectFailures[reason.rawValue])
                 }
             }
         }
         w.gauge("switchyard_server_up", help: "1 when the server may take new connections.") { f in
-            each { _, server, labels in f.add(labels: labels, value: server.usable ? 1 : 0) }
+            each { _, usable, labels in f.add(labels: labels, value: usable ? 1 : 0) }
         }
         w.counter("switchyard_server_ejections_total", help: "Passive ejections (circuit breaker opened).") { f in
-            each { _, server, labels in f.add(labels: labels, value: server.totals.ejections) }
+            each { totals, _, labels in f.add(labels: labels, value: totals.ejections) }
         }
         w.counter("switchyard_health_checks_total", help: "Active health probes, by result.") { f in
-            each { _, server, labels in
-                f.add(labels: labels + [("result", "success")], value: server.totals.healthChecksPassed)
-                f.add(labels: labels + [("result", "failure")], value: server.totals.healthChecksFailed)
+            each { totals, _, labels in
+                f.add(labels: labels + [("result", "success")], value: totals.healthChecksPassed)
+                f.add(labels: labels + [("result", "failure")], value: totals.healthChecksFailed)
             }
         }
         w.counter("switchyard_rejected_connections_total", help: "Client connections closed without being relayed, by reason.") { f in
@@ -137,7 +150,7 @@ enum MetricsExporter {
             for service in picture.services { f.add(labels: [("service", service.shared.name)], value: service.totals.retries) }
         }
         w.histogram("switchyard_connect_duration_seconds", help: "Time to connect to a server.") { f in
-            each { _, server, labels in f.add(labels: labels, histogram(server.totals.connectDuration)) }
+            each { totals, _, labels in f.add(labels: labels, histogram(totals.connectDuration)) }
         }
         w.histogram("switchyard_connection_duration_seconds", help: "Lifetime of client connections.") { f in
             for service in picture.services {
@@ -207,6 +220,16 @@ enum StatusExporter {
                                         j.nullField("ejection_remaining_ms")
                                     }
                                     j.field("weight_factor", status.weightFactor)
+                                }
+                            }
+                        }
+                        // Removed by a reload, connections still open (they take no new ones).
+                        j.array("removed_servers") { j in
+                            for server in service.draining {
+                                j.object { j in
+                                    j.field("name", server.name)
+                                    j.field("active_connections", server.totals.connectionsActive)
+                                    j.field("connections_total", server.totals.connectionsTotal)
                                 }
                             }
                         }

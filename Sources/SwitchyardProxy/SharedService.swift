@@ -275,6 +275,15 @@ final class SharedService: Sendable {
         state.withLock { s in s.servers.first { $0.name == name } }
     }
 
+    /// Counters of the servers a reload removed (by name, in name order): their connections may
+    /// still be open. A name added back is a current server again, not one of these.
+    func removedServerStats() -> [(name: String, stats: [ServerStats])] {
+        state.withLock { s in
+            let current = Set(s.servers.map(\.name))
+            return s.statsByName.filter { !current.contains($0.key) }.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        }
+    }
+
     /// Per server, in order: descriptor, health status, usable.
     func snapshot(now: UInt64) -> [(ServerDescriptor, ServerStatus, Bool)] {
         state.withLock { s in

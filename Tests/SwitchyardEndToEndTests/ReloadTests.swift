@@ -163,6 +163,57 @@ struct ReloadTests {
         #expect(try readded.value("switchyard_bytes_received_total", labels) == 26)
     }
 
+    @Test("A server a reload removed keeps its series (server_up 0) and a /status entry while its connections finish; they go with the last one")
+    func removedServerSeriesStayWhileDraining() throws {
+        let first = try Backend(name: "first", behavior: .identify)
+        defer { first.stop() }
+        let second = try Backend(name: "second", behavior: .identify)
+        defer { second.stop() }
+        func config(_ servers: [String]) -> String {
+            OpsConfig.global() + OpsConfig.service("web", servers: servers, extra: ["check = none"])
+        }
+        let proxy = try SwitchyardProcess(config: config(["a \(first.address)", "b \(second.address)"]))
+        defer { proxy.stop() }
+        let port = try proxy.port("web")
+        let a = ["service": "web", "server": "a"]
+
+        var held: [TestClient] = []
+        defer { held.forEach { $0.close() } }
+        while held.count < 2 {  // round robin: two connections to a, one to b
+            let (client, name) = try Self.connectAndIdentify(port: port)
+            if name == "first" { held.append(client) } else { client.close() }
+        }
+        for client in held { try client.roundTrip("abc\n") }
+        #expect(try proxy.metrics().value("switchyard_connections_active", a) == 2)
+
+        // a removed: its two connections stay, and so do its series.
+        try proxy.rewriteConfig(config(["b \(second.address)"]))
+        try proxy.reloadBySignal(expectSuccessCount: 1)
+        let removed = try proxy.metrics()
+        #expect(try removed.value("switchyard_connections_active", a) == 2, "\(removed.text)")
+        #expect(try removed.value("switchyard_connections_total", a) == 2)
+        #expect(try removed.value("switchyard_bytes_received_total", a) == 8)
+        #expect(try removed.value("switchyard_server_up", a) == 0)
+        #expect(try removed.value("switchyard_server_up", ["service": "web", "server": "b"]) == 1)
+        let status = try proxy.status()
+        let entries = status.service("web")?["removed_servers"] as? [[String: Any]] ?? []
+        #expect(entries.count == 1 && entries.first?["name"] as? String == "a"
+                && entries.first?["active_connections"] as? Int == 2, "\(status)")
+        #expect(status.servers(of: "web").compactMap { $0["name"] as? String } == ["b"], "\(status)")
+
+        // Still relayed; one ends: still there with 1; the last ends: gone from both.
+        try held[0].roundTrip("still relayed\n")
+        held[0].close()
+        _ = try proxy.waitForConnectionClosed(client: held[0].localAddress)
+        #expect(try proxy.metrics().value("switchyard_connections_active", a) == 1)
+        held[1].close()
+        _ = try proxy.waitForConnectionClosed(client: held[1].localAddress)
+        let drained = try proxy.metrics()
+        #expect(!drained.samples.contains { $0.labels["server"] == "a" }, "\(drained.text)")
+        let after = try proxy.status()
+        #expect((after.service("web")?["removed_servers"] as? [[String: Any]])?.isEmpty == true, "\(after)")
+    }
+
     @Test("A broken file: the running configuration keeps serving, the error has FILE:LINE, failure counted; POST /reload applies the fixed file")
     func brokenFileKeepsRunningConfig() throws {
         let a = try Backend(name: "a", behavior: .identify)
