@@ -40,11 +40,12 @@ final class AdminServer {
     private var accepted: UInt64 = 0
     let boundAddress: SocketAddress
 
-    init(runtime: ProxyRuntime, address: HostPort) throws {
+    /// `names`: a reload's answers, looked up off the loop (without one, a name resolves now).
+    init(runtime: ProxyRuntime, address: HostPort, names: ResolvedNames = .none) throws {
         self.runtime = runtime
         let resolved: SocketAddress
         do {
-            guard let first = try SocketAddress.resolve(host: address.host, port: address.port).first else {
+            guard let first = try names.resolve(address).first else {
                 throw ProxyRuntime.StartError.listen(service: "admin", address: address.description, error: "no address")
             }
             resolved = first
@@ -68,14 +69,20 @@ final class AdminServer {
     }
 
     /// Stops listening and drops the connections still waiting for their request and those
-    /// lingering (their answer is out: an endpoint going away, at shutdown above all, does not wait
-    /// for the linger timeout); those being answered (even from inside `respond`, as a reload that
-    /// moves the endpoint does) finish sending the answer and linger (each holds this server until
-    /// its close callback).
-    func close() {
+    /// lingering (their answer is out); those being answered (even from inside `respond`, as a
+    /// reload that moves the endpoint does) finish sending the answer and linger (each holds this
+    /// server until its close callback). `abortAll` (the process is stopping): every connection
+    /// goes now, so that no client reading slowly keeps the loop from returning.
+    func close(abortAll: Bool = false) {
         listener.close()
-        for connection in connections.values where !connection.answered || connection.lingering { connection.abort() }
+        closingAll = abortAll
+        for connection in connections.values where abortAll || !connection.answered || connection.lingering {
+            connection.abort()
+        }
     }
+
+    /// Set by `close(abortAll: true)`: a connection finishing its answer closes instead of lingering.
+    private(set) var closingAll = false
 
     private func accept(_ l: TCPListener) {
         guard let stream = try? l.accept() else { return }
@@ -83,12 +90,16 @@ final class AdminServer {
         let open = connections.values.filter { !$0.aborted }
         if open.count >= Self.maxConnections {
             // A lingering connection first (its answer is out: closing it costs at most a reset of
-            // bytes it should not have sent), else the oldest still waiting for its request. Not a
-            // waiting one first: under a flood of lingering connections that would be the newest
-            // arrival, a probe about to send its request.
+            // bytes it should not have sent), else the oldest still waiting for its request, else
+            // the oldest waiting for a reload to finish (the reload goes on; only its answer is
+            // lost). Not a waiting one first: under a flood of lingering connections that would be
+            // the newest arrival, a probe about to send its request.
             let older = { (a: AdminConnection, b: AdminConnection) in a.serial < b.serial }
-            guard let victim = open.filter(\.lingering).min(by: older) ?? open.filter({ !$0.answered }).min(by: older) else {
-                stream.close()  // every one is being answered: refuse the newcomer
+            guard let victim = open.filter(\.lingering).min(by: older)
+                ?? open.filter({ !$0.answered }).min(by: older)
+                ?? open.filter(\.awaitingAnswer).min(by: older)
+            else {
+                stream.close()  // every one is writing its answer (10 s at most): refuse the newcomer
                 return
             }
             victim.abort()
@@ -162,7 +173,10 @@ private final class AdminConnection: TCPStreamDelegate {
     private let server: AdminServer
     private var parser = HTTPRequestParser()
     private var timer: UVTimer?
+    /// The request is complete (being answered, answered or lingering).
     private(set) var answered = false
+    /// The request is complete and its answer not begun: a reload resolving names.
+    private(set) var awaitingAnswer = false
     /// Answered, the write side shut down: reading and dropping until the client's FIN, the linger
     /// timeout or `maxLingerBytes`.
     private(set) var lingering = false
@@ -172,8 +186,16 @@ private final class AdminConnection: TCPStreamDelegate {
     private var clientFinished = false
     /// Bytes read (and dropped) since the answer began.
     private var droppedBytes = 0
+    /// False for a HEAD request.
+    private var includeBody = true
     /// Order of acceptance (the oldest lingering, else waiting, connection makes room for a new one).
     let serial: UInt64
+
+    /// What a reload still resolving names answers once `requestTimeoutMs` has passed: it was
+    /// accepted and applies when its lookups end (an HTTP client's patience is shorter than a
+    /// resolver's timeouts, and the connection's place is better given back).
+    static let stillReloading = HTTPResponse.text(
+        .accepted, "reload in progress (resolving names): it applies when they are in; see the log or switchyard_config_reloads_total\n")
 
     init(stream: TCPStream, server: AdminServer, serial: UInt64) {
         self.stream = stream
@@ -184,7 +206,7 @@ private final class AdminConnection: TCPStreamDelegate {
 
     func start() {
         do {
-            let timer = try UVTimer(loop: stream.loop) { [unowned self] in self.abort() }
+            let timer = try UVTimer(loop: stream.loop) { [unowned self] in self.timerFired() }
             self.timer = timer
             timer.start(timeout: AdminServer.requestTimeoutMs)
             try stream.startReading()
@@ -193,10 +215,21 @@ private final class AdminConnection: TCPStreamDelegate {
         }
     }
 
+    /// Waiting for the request, writing the answer or lingering: too long, close. Waiting for a
+    /// reload's answer: say it is under way (202) instead.
+    private func timerFired() {
+        if awaitingAnswer {
+            send(Self.stillReloading, includeBody: includeBody)
+        } else {
+            abort()
+        }
+    }
+
     /// Closes the connection (a FIN, unless unread bytes make the kernel reset it).
     func abort() {
         aborted = true
         lingering = false
+        awaitingAnswer = false
         timer?.close()
         timer = nil
         stream.close()
@@ -206,6 +239,7 @@ private final class AdminConnection: TCPStreamDelegate {
     /// bytes a client sends past its request are dropped as they come, not left to cause a reset.
     private func send(_ response: HTTPResponse, includeBody: Bool) {
         answered = true
+        awaitingAnswer = false
         // The answer has `requestTimeoutMs` to be written (a client that does not read it is cut
         // off), then the linger timeout starts.
         timer?.start(timeout: AdminServer.requestTimeoutMs)
@@ -234,7 +268,7 @@ private final class AdminConnection: TCPStreamDelegate {
     /// close now if it came already), the linger timeout (the request timer, restarted) or the byte cap.
     private func linger() {
         guard !aborted else { return }
-        guard !clientFinished, let timer else {
+        guard !clientFinished, !server.closingAll, let timer else {
             abort()
             return
         }
@@ -257,12 +291,14 @@ private final class AdminConnection: TCPStreamDelegate {
             break
         case .complete(let request):
             answered = true  // before `respond`, which may close the endpoint (see `close`)
-            // The request is in: the time until the answer is the endpoint's (a reload may wait
-            // for DNS); `send` times the writing of the answer.
-            timer?.stop()
-            let includeBody = request.method != "HEAD"
-            server.respond(to: request) { [self] response in
-                guard !aborted else { return }  // closed meanwhile (the endpoint shut down)
+            awaitingAnswer = true
+            includeBody = request.method != "HEAD"
+            // The answer has `requestTimeoutMs` to come (a reload may wait for DNS; then 202),
+            // and `send` gives the writing as long again.
+            timer?.start(timeout: AdminServer.requestTimeoutMs)
+            server.respond(to: request) { [weak self] response in
+                // Closed meanwhile (evicted, the endpoint shut down), or 202 already sent.
+                guard let self, awaitingAnswer else { return }
                 send(response, includeBody: includeBody)
             }
         case .error(let status, let message):

@@ -1,3 +1,5 @@
+import Dispatch
+import Synchronization
 import SwitchyardCore
 import SwitchyardUV
 
@@ -20,17 +22,38 @@ struct ResolvedNames: Sendable {
         (try? SocketAddress(ip: host, port: 0)) != nil
     }
 
-    /// Looks up every address among `addresses` whose host is a name. Blocking: off the loop.
+    /// How long a reload waits for its lookups in all. The resolver's own limit is its timeout ×
+    /// attempts × name servers (glibc's defaults: 5 s × 2 × up to 3); a name still unanswered
+    /// then counts as not resolved (its server unusable until a later reload resolves it), so
+    /// that one dead name server cannot hold every later reload back for longer.
+    static let lookupDeadlineSeconds = 30
+
+    /// Looks up every address among `addresses` whose host is a name, all at once (each on a
+    /// thread of Dispatch's global pool). Blocking, for up to `lookupDeadlineSeconds`: off the loop.
     static func lookUp(_ addresses: [HostPort]) -> ResolvedNames {
-        var names = ResolvedNames()
-        for address in addresses where names.answers[address] == nil && !isLiteral(address.host) {
-            do {
-                names.answers[address] = .success(try SocketAddress.resolve(host: address.host, port: address.port))
-            } catch {
-                names.answers[address] = .failure(error)
+        var seen = Set<HostPort>()
+        let wanted = addresses.filter { !isLiteral($0.host) && seen.insert($0).inserted }
+        let answers = Mutex<[HostPort: Result<[SocketAddress], UVError>]>([:])
+        let group = DispatchGroup()
+        for address in wanted {
+            DispatchQueue.global().async(group: group) {
+                let answer = Result { () throws(UVError) in try SocketAddress.resolve(host: address.host, port: address.port) }
+                answers.withLock { $0[address] = answer }
             }
         }
+        _ = group.wait(timeout: .now() + .seconds(lookupDeadlineSeconds))
+        var names = ResolvedNames()
+        // A lookup still running keeps its thread until the resolver gives up; its answer is dropped.
+        names.answers = answers.withLock { $0 }
+        for address in wanted where names.answers[address] == nil {
+            names.answers[address] = .failure(.timedOut)
+        }
         return names
+    }
+
+    /// Takes `resolved` as the answer for `address` (an address bound before, to bind it again).
+    mutating func remember(_ address: HostPort, as resolved: SocketAddress) {
+        answers[address] = .success([resolved])
     }
 
     /// The answer looked up for `address`, or, for one not looked up (an IP literal), resolved now.

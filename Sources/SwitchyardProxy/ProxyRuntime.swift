@@ -141,13 +141,8 @@ public final class ProxyRuntime: @unchecked Sendable {
         let plan: [(SharedService, [ListenPlan])]
         do {
             plan = try zip(services, config.services).map { shared, serviceConfig in
-                var seen: [String: Int] = [:]
-                return (shared, try serviceConfig.listen.map { address in
-                    let text = address.description
-                    let occurrence = seen[text, default: 0]
-                    seen[text] = occurrence + 1
-                    let key = ListenerKey(service: shared.name, address: text, occurrence: occurrence)
-                    return ListenPlan(key: key, address: address, resolved: try resolveListen(address, service: shared.name), reuse: nil)
+                (shared, try Self.listenerKeys(of: serviceConfig).map { key, address in
+                    ListenPlan(key: key, address: address, resolved: try resolveListen(address, service: shared.name), reuse: nil)
                 })
             }
             let bound = try bindOrThrow(control, plan)
@@ -420,7 +415,7 @@ public final class ProxyRuntime: @unchecked Sendable {
         for health in healthControls.values { health.stop() }
         drainTimer?.close()
         drainTimer = nil
-        admin?.close()
+        admin?.close(abortAll: true)
         admin = nil
         for s in signals { s.close() }
         signals.removeAll()
@@ -490,7 +485,8 @@ public final class ProxyRuntime: @unchecked Sendable {
         guard reloadWaiters == nil, !queuedReload.waiters.isEmpty else { return }
         let queued = queuedReload
         queuedReload = ([], [])
-        let trigger = queued.triggers.joined(separator: ",")
+        var seen = Set<String>()
+        let trigger = queued.triggers.filter { seen.insert($0).inserted }.joined(separator: ",")
         guard lifecycle == .running else {
             for waiter in queued.waiters { waiter(.ignored(notReadyReason() ?? "\(lifecycle)")) }
             return
@@ -498,19 +494,36 @@ public final class ProxyRuntime: @unchecked Sendable {
         startReload(trigger: trigger, waiters: queued.waiters)
     }
 
+    /// Each `listen` address of a service with its listener key (the same address twice in one
+    /// service is two listeners: `occurrence` tells them apart).
+    static func listenerKeys(of service: ServiceConfig) -> [(key: ListenerKey, address: HostPort)] {
+        var seen: [String: Int] = [:]
+        return service.listen.map { address in
+            let text = address.description
+            let occurrence = seen[text, default: 0]
+            seen[text] = occurrence + 1
+            return (ListenerKey(service: service.name, address: text, occurrence: occurrence), address)
+        }
+    }
+
     /// Names (not IP literals) a reload to `newConfig` has to look up: servers that are new,
-    /// moved or unresolved until now, and listen addresses not open yet.
+    /// moved or unresolved until now, listen addresses not open yet, a moved admin endpoint.
     private func addressesToResolve(for newConfig: SwitchyardConfig) -> [HostPort] {
         var byName: [String: SharedService] = [:]
         for service in services { byName[service.name] = service }
-        var open = Set<String>()
+        var open = Set<ListenerKey>()
         for service in control.services.values {
-            for l in service.listeners { open.insert(l.key.address) }
+            for l in service.listeners { open.insert(l.key) }
         }
         var addresses: [HostPort] = []
         for serviceConfig in newConfig.services {
             addresses += byName[serviceConfig.name]?.addressesToResolve(for: serviceConfig) ?? serviceConfig.servers.map(\.address)
-            addresses += serviceConfig.listen.filter { !open.contains($0.description) }
+            // Any listener not open under the same key (one that `applyReload` then takes over
+            // from another service needed no lookup, but one too many does no harm).
+            addresses += Self.listenerKeys(of: serviceConfig).filter { !open.contains($0.key) }.map(\.address)
+        }
+        if let admin = newConfig.global.admin, admin != config.global.admin {
+            addresses.append(admin)
         }
         var seen = Set<HostPort>()
         return addresses.filter { !ResolvedNames.isLiteral($0.host) && seen.insert($0).inserted }
@@ -539,12 +552,8 @@ public final class ProxyRuntime: @unchecked Sendable {
         do {
             for serviceConfig in newConfig.services {
                 var entries: [ListenPlan] = []
-                var seen: [String: Int] = [:]
-                for address in serviceConfig.listen {
-                    let text = address.description
-                    let occurrence = seen[text, default: 0]
-                    seen[text] = occurrence + 1
-                    let key = ListenerKey(service: serviceConfig.name, address: text, occurrence: occurrence)
+                for (key, address) in Self.listenerKeys(of: serviceConfig) {
+                    let text = key.address
                     var reuse: ListenerKey? = open[key] != nil ? key : nil
                     if reuse == nil && address.port != 0 {
                         reuse = open.keys.first { $0.address == text }
@@ -580,11 +589,14 @@ public final class ProxyRuntime: @unchecked Sendable {
             let overlaps = oldAdmin.map { listenAddressesConflict($0, address) } ?? false
             if overlaps { admin?.stopListening() }
             do {
-                newAdmin = try AdminServer(runtime: self, address: address)
+                newAdmin = try AdminServer(runtime: self, address: address, names: names)
             } catch {
-                if overlaps, let oldAdmin {
-                    admin?.close()
-                    admin = try? AdminServer(runtime: self, address: oldAdmin)
+                if overlaps, let oldAdmin, let old = admin {
+                    // Again at the address it had (no name to look up on the loop).
+                    var known = ResolvedNames.none
+                    known.remember(oldAdmin, as: old.boundAddress)
+                    old.close()
+                    admin = try? AdminServer(runtime: self, address: oldAdmin, names: known)
                     if admin == nil { logger.error("reload: admin endpoint could not be bound again", metadata: ["address": "\(oldAdmin)"]) }
                 }
                 for l in prebound.values { l.listener.close() }

@@ -109,6 +109,9 @@ struct ReloadResolveTests {
         let slow = try Backend(name: "slow", behavior: .identify)
         defer { slow.stop() }
         let slowPort = slow.address.split(separator: ":").last.map(String.init) ?? ""
+        let a2 = try Backend(name: "a2", behavior: .identify)
+        defer { a2.stop() }
+        let a2Port = a2.address.split(separator: ":").last.map(String.init) ?? ""
         func config(_ servers: [String]) -> String {
             OpsConfig.global() + OpsConfig.service("web", balance: "round_robin", servers: servers)
         }
@@ -124,10 +127,13 @@ struct ReloadResolveTests {
         #expect(greeting == "a")
         try held.roundTrip("before the reload\n")
 
-        // Add a server by name; its lookup blocks until the gate opens.
-        try proxy.rewriteConfig(config(["a \(a.address)", "slow slow.switchyard.test:\(slowPort)"]))
+        // Add two servers by name; their lookups (both at once) block until the gate opens.
+        try proxy.rewriteConfig(config([
+            "a \(a.address)", "slow slow.switchyard.test:\(slowPort)", "other other.switchyard.test:\(a2Port)",
+        ]))
         proxy.child.signal(SIGHUP)
         try dns.waitForLookup(of: "slow.switchyard.test")
+        try dns.waitForLookup(of: "other.switchyard.test")
 
         // Meanwhile the loop goes on: the held connection relays, a new connection is served by
         // the old configuration, the admin endpoint answers.
@@ -163,7 +169,7 @@ struct ReloadResolveTests {
         #expect(try proxy.metrics().value("switchyard_config_reloads_total", ["result": "failure"]) == 0)
 
         // The named server is in and gets new connections; the held one is still relayed to a.
-        try proxy.waitForServersUp(service: "web", servers: ["slow"])
+        try proxy.waitForServersUp(service: "web", servers: ["slow", "other"])
         var seen: [String: Int] = [:]
         try waitUntil("a new connection to reach the server added by name (seen \(seen))", timeout: .seconds(5)) {
             let (client, name) = try ReloadTests.connectAndIdentify(port: port)
@@ -174,6 +180,100 @@ struct ReloadResolveTests {
         try held.roundTrip("after the reload\n")
         #expect(proxy.logCount("reload failed; keeping the running configuration") == 0)
         #expect(proxy.isRunning)
+    }
+
+    @Test("POST /reload while DNS holds a reload: answered 202 after 10 s (the reload still applies); 64 such requests do not lock out /healthz")
+    func pendingReloadAnswersAreBounded() throws {
+        let dir = try Self.makeDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let dns = try SlowResolver(in: dir)
+        let a = try Backend(name: "a", behavior: .identify)
+        defer { a.stop() }
+        func config(_ servers: [String]) -> String {
+            OpsConfig.global() + OpsConfig.service("web", servers: servers, extra: ["check = none"])
+        }
+        let proxy = try SwitchyardProcess(config: config(["a \(a.address)"]), environment: dns.environment)
+        defer {
+            try? dns.open()
+            proxy.stop()
+        }
+        let adminPort = try proxy.adminPort()
+        let aPort = a.address.split(separator: ":").last.map(String.init) ?? ""
+        try proxy.rewriteConfig(config(["a \(a.address)", "named named.switchyard.test:\(aPort)"]))
+        proxy.child.signal(SIGHUP)
+        try dns.waitForLookup(of: "named.switchyard.test")
+
+        // One POST /reload whose client waits: queued behind the held reload.
+        let post = Array("POST /reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".utf8)
+        let patient = try TestClient(port: adminPort, timeout: .seconds(20))
+        defer { patient.close() }
+        try patient.send(post)
+        try proxy.waitForLogLineCount("reload queued behind the one resolving names", 1)
+
+        // 64 more: every place of the endpoint holds a request waiting for that reload. The
+        // liveness probe still gets in (each probe takes the place of the oldest waiting one).
+        var waiting: [TestClient] = []
+        defer { waiting.forEach { $0.close() } }
+        for i in 0..<64 {
+            let client = try TestClient(port: adminPort)
+            waiting.append(client)
+            try client.send(post)
+            try proxy.waitForLogLineCount("reload queued behind the one resolving names", 2 + i)
+        }
+        for _ in 0..<3 {
+            let reply = try AdminHTTP.request(port: adminPort, method: "GET", path: "/healthz", timeout: .seconds(3))
+            #expect(reply.status == 200, "\(reply)")
+        }
+
+        // The patient client was among the oldest, so evicted without an answer; a new one waits
+        // its 10 s and gets 202.
+        let (evicted, _) = try patient.readToEnd(timeout: .seconds(5))
+        #expect(evicted.isEmpty, "the oldest waiting request was answered: \(String(decoding: evicted, as: UTF8.self))")
+        let late = try TestClient(port: adminPort, timeout: .seconds(20))
+        defer { late.close() }
+        let lateSent = ContinuousClock.now
+        try late.send(post)
+        let (bytes, end) = try late.readToEnd(timeout: .seconds(20))
+        let waited = millisecondsSince(lateSent)
+        let reply = try #require(AdminHTTP.parse(bytes), "\(end): \(String(decoding: bytes, as: UTF8.self).debugDescription)")
+        #expect(reply.status == 202 && reply.text.hasPrefix("reload in progress"), "\(reply)")
+        #expect(waited >= 9_000, "answered after \(waited) ms, before the 10 s an answer may take")
+        #expect(try proxy.metrics().value("switchyard_config_reloads_total", ["result": "success"]) == 0)
+
+        // The reload itself still applies, and so does the queued one.
+        try dns.open()
+        try proxy.waitForLogLineCount("configuration reloaded", 2, timeout: .seconds(10))
+        let status = try proxy.status()
+        #expect(status.state("web", "named") == "up" && status.server("web", "named")?["usable"] as? Bool == true, "\(status)")
+        #expect(proxy.isRunning)
+    }
+
+    @Test("A reload that moves the admin endpoint to a DNS name looks it up off the loop too")
+    func movedAdminNameIsLookedUpOffTheLoop() throws {
+        let dir = try Self.makeDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let dns = try SlowResolver(in: dir)
+        let a = try Backend(name: "a", behavior: .identify)
+        defer { a.stop() }
+        let service = OpsConfig.service("web", servers: ["a \(a.address)"], extra: ["check = none"])
+        let proxy = try SwitchyardProcess(config: OpsConfig.global() + service, environment: dns.environment)
+        defer {
+            try? dns.open()
+            proxy.stop()
+        }
+        let port = try proxy.port("web")
+        let (held, _) = try ReloadTests.connectAndIdentify(port: port)
+        defer { held.close() }
+        try proxy.rewriteConfig(OpsConfig.global(admin: "control.switchyard.test:0") + service)
+        proxy.child.signal(SIGHUP)
+        try dns.waitForLookup(of: "control.switchyard.test")
+        try held.roundTrip("while the admin address resolves\n", timeout: .seconds(3))
+        let health = try AdminHTTP.request(port: try proxy.adminPort(), method: "GET", path: "/healthz", timeout: .seconds(3))
+        #expect(health.status == 200)
+        try dns.open()
+        try proxy.waitForLogLineCount("configuration reloaded", 1, timeout: .seconds(10))
+        try proxy.waitForLogLineCount("admin listening", 2)
+        try held.roundTrip("after\n")
     }
 
     @Test("SIGTERM while a reload waits for DNS: the drain ends and the process exits 0 without waiting for the answer")
