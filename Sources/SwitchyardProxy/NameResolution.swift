@@ -51,6 +51,9 @@ struct ResolvedNames: Sendable {
         return names
     }
 
+    /// The answer looked up for `address`; nil if it was not looked up.
+    func answer(for address: HostPort) -> Result<[SocketAddress], UVError>? { answers[address] }
+
     /// Takes `resolved` as the answer for `address` (an address bound before, to bind it again).
     mutating func remember(_ address: HostPort, as resolved: SocketAddress) {
         answers[address] = .success([resolved])

@@ -53,6 +53,13 @@ public final class ProxyRuntime: @unchecked Sendable {
     private var reloadWaiters: [(ReloadOutcome) -> Void]?
     /// Reloads asked for meanwhile: one more reload runs for all of them when that one ends.
     private var queuedReload: (triggers: [String], waiters: [(ReloadOutcome) -> Void]) = ([], [])
+    /// Looks servers' DNS names up again every `resolve_interval` (nil when off).
+    private var resolveTimer: UVTimer?
+    private var resolveIntervalMs: UInt64 = 0
+    /// A periodic lookup is running off the loop.
+    private var refreshingNames = false
+    /// Bumped by every applied reload: a periodic lookup begun before one is stale.
+    private var configGeneration: UInt64 = 0
     var admin: AdminServer?
     private(set) var startedAt: UInt64 = 0
 
@@ -168,6 +175,7 @@ public final class ProxyRuntime: @unchecked Sendable {
                 health.onFirstProbeRound = { [unowned self] in self.openIfStarted() }
                 try health.start()
             }
+            try scheduleNameRefresh()
             for signum in [SIGINT, SIGTERM, SIGHUP] {
                 signals.append(try UVSignal(loop: control.loop, signal: signum) { [unowned self] signum in
                     self.handleSignal(signum)
@@ -254,6 +262,8 @@ public final class ProxyRuntime: @unchecked Sendable {
         }
         for worker in workers.dropFirst() { worker.joinThread() }
         for health in healthControls.values { health.stop() }
+        resolveTimer?.close()
+        resolveTimer = nil
         admin?.close()
         admin = nil
         for s in signals { s.close() }
@@ -413,6 +423,8 @@ public final class ProxyRuntime: @unchecked Sendable {
         for waiter in waiting { waiter(.ignored("draining")) }
         broadcast { $0.stop() }
         for health in healthControls.values { health.stop() }
+        resolveTimer?.close()
+        resolveTimer = nil
         drainTimer?.close()
         drainTimer = nil
         admin?.close(abortAll: true)
@@ -639,17 +651,15 @@ public final class ProxyRuntime: @unchecked Sendable {
         for worker in workers.dropFirst() {
             worker.loop.execute { worker.apply(finalPlan) }
         }
-        for shared in services {
-            let health = HealthControl(shared: shared, runtime: self, loop: control.loop)
-            healthControls[shared.name] = health
-            do {
-                try health.start()
-            } catch {
-                logger.error("reload: cannot start health checks", metadata: ["service": "\(shared.name)", "error": "\(error)"])
-            }
-        }
+        for shared in services { restartHealth(of: shared) }
         maxConnections.store(newConfig.global.maxConnections, ordering: .relaxed)
         config = newConfig
+        configGeneration &+= 1
+        do {
+            try scheduleNameRefresh()
+        } catch {
+            logger.error("reload: cannot start the periodic name lookups", metadata: ["error": "\(error)"])
+        }
         if adminMoves {
             // A request being answered (this reload's, if it came through the endpoint) still
             // gets its answer on the old address.
@@ -659,6 +669,81 @@ public final class ProxyRuntime: @unchecked Sendable {
         reloadsSucceeded &+= 1
         logger.notice("configuration reloaded", metadata: ["trigger": "\(trigger)", "services": "\(services.count)"])
         return .reloaded
+    }
+
+    /// (Re)starts a service's probes on its current servers (after a reload or a server moved).
+    private func restartHealth(of shared: SharedService) {
+        healthControls[shared.name]?.stop()
+        let health = HealthControl(shared: shared, runtime: self, loop: control.loop)
+        healthControls[shared.name] = health
+        do {
+            try health.start()
+        } catch {
+            logger.error("cannot start health checks", metadata: ["service": "\(shared.name)", "error": "\(error)"])
+        }
+    }
+
+    // MARK: Periodic name lookups (control)
+
+    /// Starts, restarts (a new interval) or stops the timer of `refreshNames`.
+    private func scheduleNameRefresh() throws(UVError) {
+        let interval = UInt64(config.global.resolveInterval.wholeMilliseconds)
+        guard interval != resolveIntervalMs || (interval > 0) != (resolveTimer != nil) else { return }
+        resolveIntervalMs = interval
+        resolveTimer?.close()
+        resolveTimer = nil
+        guard interval > 0 else { return }
+        let timer = try UVTimer(loop: control.loop) { [unowned self] in self.refreshNames() }
+        timer.start(timeout: interval, repeat: interval)
+        resolveTimer = timer
+    }
+
+    /// Looks the DNS names of every server up again, off the loop (as a reload does), and moves a
+    /// server whose address is no longer among the answers to the first new one: backends whose
+    /// address changes (a container or pod started again) are followed without a reload, as
+    /// Envoy's STRICT_DNS clusters and HAProxy's `resolvers` do. A server that did not resolve is
+    /// retried the same way. A failed lookup changes nothing (the last address stays, HAProxy's
+    /// `hold nx`). Skipped while a reload or another lookup runs; dropped if a reload applied
+    /// meanwhile (it looked up what it needed itself).
+    private func refreshNames() {
+        guard lifecycle == .running, reloadWaiters == nil, !refreshingNames else { return }
+        var seen = Set<HostPort>()
+        let names = services.flatMap { $0.servers.map(\.configuredAddress) }
+            .filter { !ResolvedNames.isLiteral($0.host) && seen.insert($0).inserted }
+        guard !names.isEmpty else { return }
+        refreshingNames = true
+        let generation = configGeneration
+        do {
+            try control.loop.runOffLoop({ ResolvedNames.lookUp(names) }) { [self] answers in
+                refreshingNames = false
+                guard lifecycle == .running, generation == configGeneration else { return }
+                followMovedServers(answers)
+            }
+        } catch {
+            refreshingNames = false
+            logger.error("cannot start the periodic name lookups", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func followMovedServers(_ answers: ResolvedNames) {
+        let now = control.loop.now
+        for shared in services {
+            var moved = Set<String>()
+            for server in shared.servers {
+                guard case .success(let addresses)? = answers.answer(for: server.configuredAddress) else { continue }
+                if let current = server.address, addresses.contains(current) { continue }
+                moved.insert(server.name)
+                logger.notice(
+                    "server address changed; new connections go to the new one",
+                    metadata: [
+                        "service": "\(shared.name)", "server": "\(server.name)", "host": "\(server.configuredAddress.host)",
+                        "from": "\(server.address.map { "\($0)" } ?? "unresolved")", "to": "\(addresses[0])",
+                    ])
+            }
+            guard !moved.isEmpty else { continue }
+            _ = shared.update(to: shared.config, now: now, names: answers, moved: moved)
+            restartHealth(of: shared)
+        }
     }
 
     enum ReloadOutcome {

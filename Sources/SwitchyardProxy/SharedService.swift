@@ -307,13 +307,18 @@ final class SharedService: Sendable {
     /// Returns the removed servers.
     ///
     /// `names`: the answers for `addressesToResolve(for:)`, looked up off the loop; an address
-    /// missing from them is resolved here (instant for an IP literal).
-    func update(to newConfig: ServiceConfig, now: UInt64, names: ResolvedNames = .none) -> [ServerDescriptor] {
+    /// missing from them is resolved here (instant for an IP literal). `moved`: servers whose
+    /// name now resolves to other addresses (see `ProxyRuntime.refreshNames`): each gets a new
+    /// descriptor from `names`, as a server moved by the file would, and the old one drains.
+    func update(
+        to newConfig: ServiceConfig, now: UInt64, names: ResolvedNames = .none, moved: Set<String> = []
+    ) -> [ServerDescriptor] {
         // New and moved servers, and those whose name did not resolve before, get their
         // descriptors before the lock is taken: workers pick servers of this service meanwhile.
         let (known, counters) = state.withLock { s in (s.resolvedAddresses, s.statsByName) }
         var created: [String: ServerDescriptor] = [:]
-        for serverConfig in newConfig.servers where known[serverConfig.name] != serverConfig.address {
+        for serverConfig in newConfig.servers
+        where known[serverConfig.name] != serverConfig.address || moved.contains(serverConfig.name) {
             created[serverConfig.name] = ServerDescriptor(
                 config: serverConfig, workers: workerCount, stats: counters[serverConfig.name], names: names)
         }
@@ -327,14 +332,19 @@ final class SharedService: Sendable {
                 let name = serverConfig.name
                 if let old = kept[name], old.configuredAddress == serverConfig.address, let oldIndex = old.slot.index {
                     kept[name] = nil
-                    if old.hasAddress {
+                    if old.hasAddress && !moved.contains(name) {
                         carried.append((newIndex, s.health.servers[oldIndex], old.slot.held))
                         servers.append(old)
                         continue
                     }
-                    // Unresolved (so never connected to): replaced by its new descriptor, resolved
-                    // again; an operator's drain or disable stays.
-                    old.slot.index = nil
+                    // Unresolved until now (so never connected to), or its name resolves elsewhere
+                    // now: replaced by its new descriptor; an operator's drain or disable stays. A
+                    // moved one's connections finish on the old address, as a removed server's.
+                    if old.hasAddress {
+                        kept[name] = old
+                    } else {
+                        old.slot.index = nil
+                    }
                     adminStates.append((newIndex, s.health.servers[oldIndex].adminState))
                 }
                 servers.append(created[name]

@@ -160,7 +160,7 @@ private func service(_ extra: String...) -> String {
         (service("conect_timeout = 2s"),
          "sy.ini:4: unknown key \"conect_timeout\" in [service pg] (did you mean connect_timeout?)"),
         (lines("[global]", "threads = 2"),
-         "sy.ini:2: unknown key \"threads\" in [global] (known keys: workers, admin, log_level, log_format, max_connections, admin_token, drain_timeout, busy_poll)"),
+         "sy.ini:2: unknown key \"threads\" in [global] (known keys: workers, admin, log_level, log_format, max_connections, admin_token, drain_timeout, busy_poll, resolve_interval)"),
         (service("listen 0.0.0.0:1"), "sy.ini:4: line has no \"=\": \"listen 0.0.0.0:1\" (expected KEY = VALUE)"),
         (service("connect_timeout = 1s", "balance = ip_hash", "connect_timeout = 2s"),
          "sy.ini:6: duplicate key connect_timeout in [service pg] (first at line 4)"),

@@ -300,6 +300,7 @@ private func checkInvariants(_ config: SwitchyardConfig, file: String, lines: [S
     #expect(g.maxConnections > 0, "\(label)")
     #expect(g.adminToken.map { !$0.isEmpty } ?? true, "\(label)")
     #expect(g.drainTimeout >= .zero, "\(label)")
+    #expect(g.resolveInterval >= .zero, "\(label)")
     #expect(g.busyPoll >= .zero && g.busyPoll <= .milliseconds(10), "\(label): busy_poll \(g.busyPoll)")
     if let admin = g.admin { #expect(reparses(admin), "\(label): admin \(admin)") }
 
@@ -367,7 +368,8 @@ private func render(_ config: SwitchyardConfig) -> (text: String, expected: Swit
                "admin = \(g.admin?.description ?? "")",
                "log_level = \(g.logLevel.rawValue)", "log_format = \(g.logFormat.rawValue)",
                "max_connections = \(g.maxConnections)",
-               "drain_timeout = \(formatDuration(g.drainTimeout))", "busy_poll = \(formatDuration(g.busyPoll))"]
+               "drain_timeout = \(formatDuration(g.drainTimeout))", "busy_poll = \(formatDuration(g.busyPoll))",
+               "resolve_interval = \(formatDuration(g.resolveInterval))"]
     if let token = g.adminToken {
         var previousIsSpace = true
         let commentFree = token.allSatisfy { c in

@@ -43,3 +43,23 @@ import Testing
         }
     }
 }
+
+@Suite struct ResolveIntervalConfigTests {
+    private func parse(_ extra: String...) throws -> GlobalConfig {
+        let text = (["[global]"] + extra + ["[service pg]", "listen = 0.0.0.0:6432", "server = a db.internal:5432"])
+            .joined(separator: "\n")
+        return try ConfigLoader.parse(text, file: "sy.ini").global
+    }
+
+    @Test func namesAreLookedUpAgainEvery30sUnlessSetOtherwise() throws {
+        #expect(try parse().resolveInterval == .seconds(30), "default")
+        #expect(try parse("resolve_interval = 5s").resolveInterval == .seconds(5))
+        #expect(try parse("resolve_interval = 0").resolveInterval == .zero, "off")
+    }
+
+    @Test func aBadResolveIntervalNamesTheLine() {
+        #expect(throws: ConfigError(file: "sy.ini", line: 2, message: "bad duration \"often\" for resolve_interval (expected e.g. 250ms, 2s, 5m, 1h)")) {
+            _ = try parse("resolve_interval = often")
+        }
+    }
+}

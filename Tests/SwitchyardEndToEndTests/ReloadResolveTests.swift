@@ -17,6 +17,7 @@ struct ReloadResolveTests {
         let library: String
         let gate: String
         let started: String
+        let map: String
 
         static let source = """
             #define _GNU_SOURCE
@@ -38,9 +39,24 @@ struct ReloadResolveTests {
                 if (n > m && strcmp(node + n - m, suffix) == 0) {
                     const char *started = getenv("SLOW_DNS_STARTED");
                     const char *gate = getenv("SLOW_DNS_GATE");
+                    const char *map = getenv("SLOW_DNS_MAP");
                     if (started) {
                         FILE *f = fopen(started, "a");
                         if (f) { fprintf(f, "%s\\n", node); fclose(f); }
+                    }
+                    /* A name in the map file ("NAME IP" lines; IP "-" = no such name) is answered
+                       at once. */
+                    FILE *mf = map ? fopen(map, "r") : NULL;
+                    if (mf) {
+                        char name[256], ip[64];
+                        while (fscanf(mf, "%255s %63s", name, ip) == 2) {
+                            if (strcmp(name, node) == 0) {
+                                fclose(mf);
+                                if (strcmp(ip, "-") == 0) return EAI_NONAME;
+                                return real(ip, service, hints, res);
+                            }
+                        }
+                        fclose(mf);
                     }
                     struct stat st;
                     /* At most 60 s, so that a failed test does not leave a thread waiting forever. */
@@ -56,6 +72,7 @@ struct ReloadResolveTests {
             library = directory.appendingPathComponent("slowdns.so").path
             gate = directory.appendingPathComponent("gate").path
             started = directory.appendingPathComponent("started").path
+            map = directory.appendingPathComponent("map").path
             try Self.source.write(toFile: sourcePath, atomically: true, encoding: .utf8)
             // The Swift toolchain brings clang; Debian's cc will do as well.
             guard let compiler = ChildProcess.locate("clang") ?? ChildProcess.locate("cc") else {
@@ -73,8 +90,18 @@ struct ReloadResolveTests {
             env["LD_PRELOAD"] = library
             env["SLOW_DNS_GATE"] = gate
             env["SLOW_DNS_STARTED"] = started
+            env["SLOW_DNS_MAP"] = map
             return env
         }
+
+        /// Names answered at once: name → IP, or "-" for "no such name". Replaced whole.
+        func setMap(_ entries: [String: String]) throws {
+            let text = entries.map { "\($0.key) \($0.value)\n" }.joined()
+            try text.write(toFile: map, atomically: true, encoding: .utf8)
+        }
+
+        /// How many lookups of `name` have started so far.
+        func lookupCount(of name: String) -> Int { lookups.filter { $0 == name }.count }
 
         /// Names whose lookup has started.
         var lookups: [String] {
@@ -274,6 +301,60 @@ struct ReloadResolveTests {
         try proxy.waitForLogLineCount("configuration reloaded", 1, timeout: .seconds(10))
         try proxy.waitForLogLineCount("admin listening", 2)
         try held.roundTrip("after\n")
+    }
+
+    @Test("resolve_interval: a server whose DNS name moves to another address is followed without a reload; its open connection stays; a failed lookup keeps the last address")
+    func serversFollowTheirNames() throws {
+        let dir = try Self.makeDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let dns = try SlowResolver(in: dir)
+        let old = try Backend(name: "old", behavior: .identify)
+        defer { old.stop() }
+        // The same port on another loopback address: only the name's answer tells them apart.
+        let new = try Backend(name: "new", behavior: .identify, ip: "127.0.0.2", port: old.port)
+        defer { new.stop() }
+        let name = "db.switchyard.test"
+        try dns.setMap([name: "127.0.0.1"])
+        let config = OpsConfig.global() + "resolve_interval = 100ms\n\n"
+            + OpsConfig.service("db", servers: ["db \(name):\(old.port)"], checkInterval: "100ms")
+        let proxy = try SwitchyardProcess(config: config, environment: dns.environment)
+        defer { proxy.stop() }
+        try proxy.waitForServersUp(service: "db", servers: ["db"])
+        let port = try proxy.port("db")
+        let (held, greeting) = try ReloadTests.connectAndIdentify(port: port)
+        defer { held.close() }
+        #expect(greeting == "old")
+        // Looked up again and again; the same answer changes nothing.
+        let before = dns.lookupCount(of: name)
+        try waitUntil("two more lookups of \(name)", timeout: .seconds(5)) { dns.lookupCount(of: name) >= before + 2 }
+        #expect(proxy.logCount("server address changed; new connections go to the new one") == 0)
+
+        // The name moves: new connections follow it, the held one stays where it was.
+        try dns.setMap([name: "127.0.0.2"])
+        let moved = try proxy.waitForLogLine("server address changed") {
+            $0.message == "server address changed; new connections go to the new one"
+        }
+        #expect(moved["server"] == "db" && moved["from"] == "127.0.0.1:\(old.port)" && moved["to"] == "127.0.0.2:\(old.port)", "\(moved)")
+        var seen: [String: Int] = [:]
+        try waitUntil("a new connection to reach the new address (seen \(seen))", timeout: .seconds(5)) {
+            let (client, greeting) = try ReloadTests.connectAndIdentify(port: port)
+            client.close()
+            seen[greeting, default: 0] += 1
+            return greeting == "new"
+        }
+        #expect(try ReloadTests.identifyMany(port: port, count: 5) == ["new": 5])
+        try held.roundTrip("still on the old address\n")
+        #expect(try proxy.metrics().value("switchyard_server_up", ["service": "db", "server": "db"]) == 1)
+
+        // The name stops resolving: the last address stays.
+        try dns.setMap([name: "-"])
+        let failedFrom = dns.lookupCount(of: name)
+        try waitUntil("two failed lookups of \(name)", timeout: .seconds(5)) { dns.lookupCount(of: name) >= failedFrom + 2 }
+        #expect(try ReloadTests.identifyMany(port: port, count: 5) == ["new": 5])
+        #expect(proxy.logCount("server address changed; new connections go to the new one") == 1)
+        #expect(try proxy.metrics().value("switchyard_config_reloads_total", ["result": "success"]) == 0)
+        try held.roundTrip("last\n")
+        #expect(proxy.isRunning)
     }
 
     @Test("SIGTERM while a reload waits for DNS: the drain ends and the process exits 0 without waiting for the answer")

@@ -198,7 +198,7 @@ struct StormTests {
         var active = -1.0
         let drained = (try? waitUntil("no connection active", timeout: .seconds(10)) {
             let metrics = try proxy.metrics()
-            active = try ["e1", "e2", "e3"].map { name -> Double in
+            active = ["e1", "e2", "e3"].map { name -> Double in
                 (try? metrics.value("switchyard_connections_active", ["service": "echo", "server": name])) ?? 0
             }.reduce(0, +)
             return active == 0

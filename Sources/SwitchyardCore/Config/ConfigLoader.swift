@@ -65,6 +65,7 @@ enum ConfigSchema {
             .single("admin_token", .optionalText, \.adminToken),
             .single("drain_timeout", .duration, \.drainTimeout),
             .single("busy_poll", .busyPollWindow, \.busyPoll),
+            .single("resolve_interval", .duration, \.resolveInterval),
         ]
     }
 

@@ -75,6 +75,9 @@ public struct GlobalConfig: Equatable, Sendable {
     /// After a loop turn that handled I/O, keep polling without sleeping for this long before
     /// blocking (`.zero`: off). Trades CPU for latency (see `EventLoop.busyPoll`).
     public var busyPoll: Duration = .zero
+    /// How often the DNS names of servers are looked up again (`.zero`: never, only at start and
+    /// reload). A server whose address is no longer among the answers moves to the new one.
+    public var resolveInterval: Duration = .seconds(30)
 
     public init() {}
 }

@@ -54,16 +54,21 @@ struct BackendConnectionRecord: Sendable, CustomStringConvertible {
     }
 }
 
-/// A backend server on 127.0.0.1 with an ephemeral port. Call `stop()` (tests do so in a `defer`);
+/// A backend server on 127.0.0.1 (or another loopback address) with an ephemeral port. Call `stop()` (tests do so in a `defer`);
 /// deinit stops it too.
 final class Backend: Sendable {
     let name: String
     let port: UInt16
     private let core: BackendCore
 
-    init(name: String, behavior: BackendBehavior) throws {
+    /// The loopback address it listens on (127.0.0.1 unless another of 127/8 was asked for).
+    let ip: String
+
+    /// `ip`, `port`: another loopback address, a given port (0: any free one).
+    init(name: String, behavior: BackendBehavior, ip: String = "127.0.0.1", port: UInt16 = 0) throws {
         self.name = name
-        let listener = try Socket.makeLoopbackListener()
+        self.ip = ip
+        let listener = try Socket.makeLoopbackListener(ip: ip, port: port)
         let wake: (read: Int32, write: Int32)
         do {
             wake = try Socket.makePipe()
@@ -73,7 +78,7 @@ final class Backend: Sendable {
             close(listener.fd)
             throw error
         }
-        port = listener.port
+        self.port = listener.port
         core = BackendCore(
             name: name, behavior: behavior, listenFD: listener.fd,
             wakeRead: wake.read, wakeWrite: wake.write
@@ -86,8 +91,8 @@ final class Backend: Sendable {
 
     deinit { core.stop() }
 
-    /// "127.0.0.1:PORT", for `server =` lines.
-    var address: String { "127.0.0.1:\(port)" }
+    /// "IP:PORT", for `server =` lines.
+    var address: String { "\(ip):\(port)" }
 
     func stop() { core.stop() }
 

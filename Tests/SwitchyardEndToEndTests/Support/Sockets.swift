@@ -127,11 +127,11 @@ enum Socket {
     }
 
     /// A non-blocking listening socket on 127.0.0.1 with an ephemeral port.
-    static func makeLoopbackListener(backlog: Int32 = 1024) throws -> (fd: Int32, port: UInt16) {
+    static func makeLoopbackListener(backlog: Int32 = 1024, ip: String = "127.0.0.1", port: UInt16 = 0) throws -> (fd: Int32, port: UInt16) {
         let fd = try makeTCP()
         do {
             setReuseAddress(fd)
-            try bind(fd, ip: "127.0.0.1", port: 0)
+            try bind(fd, ip: ip, port: port)
             guard listen(fd, backlog) == 0 else { throw posixError("listen") }
             try setNonBlocking(fd)
         } catch {
