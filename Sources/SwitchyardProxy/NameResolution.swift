@@ -22,33 +22,63 @@ struct ResolvedNames: Sendable {
         (try? SocketAddress(ip: host, port: 0)) != nil
     }
 
-    /// How long a reload waits for its lookups in all. The resolver's own limit is its timeout ×
-    /// attempts × name servers (glibc's defaults: 5 s × 2 × up to 3); a name still unanswered
-    /// then counts as not resolved (its server unusable until a later reload resolves it), so
-    /// that one dead name server cannot hold every later reload back for longer.
+    /// How long one round (a reload's, or a periodic one) waits for its lookups in all. The
+    /// resolver's own limit is its timeout × attempts × name servers (glibc's defaults: 5 s × 2 ×
+    /// up to 3, more with search domains); a name still unanswered then counts as not resolved
+    /// (a new server unusable until a later lookup resolves it), so that one dead name server
+    /// cannot hold a reload back for longer.
     static let lookupDeadlineSeconds = 30
 
-    /// Looks up every address among `addresses` whose host is a name, all at once (each on a
-    /// thread of Dispatch's global pool). Blocking, for up to `lookupDeadlineSeconds`: off the loop.
-    static func lookUp(_ addresses: [HostPort]) -> ResolvedNames {
+    /// Lookups running now (any round), by address: a periodic round skips an address whose
+    /// previous lookup has not come back (DNS hanging), so that lookups never pile up.
+    private static let inFlight = Mutex<[HostPort: Int]>([:])
+
+    /// Looks up every address among `addresses` whose host is a name, all at once, each on a
+    /// thread of its own (not a shared pool, where lookups stuck on a dead DNS server would
+    /// queue the next round's, a reload's included, behind them). Blocking, for up to
+    /// `lookupDeadlineSeconds`: off the loop. A lookup still running then keeps its thread until
+    /// the resolver gives up; its answer is dropped.
+    ///
+    /// `skippingInFlight` (periodic rounds): addresses still being looked up by an earlier round
+    /// are left out (no answer: nothing changes for them).
+    static func lookUp(_ addresses: [HostPort], skippingInFlight: Bool = false) -> ResolvedNames {
         var seen = Set<HostPort>()
-        let wanted = addresses.filter { !isLiteral($0.host) && seen.insert($0).inserted }
+        let candidates = addresses.filter { !isLiteral($0.host) && seen.insert($0).inserted }
+        let wanted = inFlight.withLock { running -> [HostPort] in
+            let picked = skippingInFlight ? candidates.filter { running[$0, default: 0] == 0 } : candidates
+            for address in picked { running[address, default: 0] += 1 }
+            return picked
+        }
         let answers = Mutex<[HostPort: Result<[SocketAddress], UVError>]>([:])
         let group = DispatchGroup()
         for address in wanted {
-            DispatchQueue.global().async(group: group) {
+            group.enter()
+            let rc = startDetachedThread {
                 let answer = Result { () throws(UVError) in try SocketAddress.resolve(host: address.host, port: address.port) }
                 answers.withLock { $0[address] = answer }
+                finished(address)
+                group.leave()
+            }
+            if rc != 0 {
+                answers.withLock { $0[address] = .failure(UVError(-rc)) }
+                finished(address)
+                group.leave()
             }
         }
         _ = group.wait(timeout: .now() + .seconds(lookupDeadlineSeconds))
         var names = ResolvedNames()
-        // A lookup still running keeps its thread until the resolver gives up; its answer is dropped.
         names.answers = answers.withLock { $0 }
         for address in wanted where names.answers[address] == nil {
             names.answers[address] = .failure(.timedOut)
         }
         return names
+    }
+
+    private static func finished(_ address: HostPort) {
+        inFlight.withLock { running in
+            let left = running[address, default: 1] - 1
+            running[address] = left > 0 ? left : nil
+        }
     }
 
     /// The answer looked up for `address`; nil if it was not looked up.

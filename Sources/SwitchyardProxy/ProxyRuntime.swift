@@ -714,7 +714,7 @@ public final class ProxyRuntime: @unchecked Sendable {
         refreshingNames = true
         let generation = configGeneration
         do {
-            try control.loop.runOffLoop({ ResolvedNames.lookUp(names) }) { [self] answers in
+            try control.loop.runOffLoop({ ResolvedNames.lookUp(names, skippingInFlight: true) }) { [self] answers in
                 refreshingNames = false
                 guard lifecycle == .running, generation == configGeneration else { return }
                 followMovedServers(answers)

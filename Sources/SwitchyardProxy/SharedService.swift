@@ -351,6 +351,7 @@ final class SharedService: Sendable {
                     ?? ServerDescriptor(config: serverConfig, workers: workerCount, stats: s.statsByName[name], names: names))
             }
             var next = State(config: newConfig, servers: servers, now: now)
+            next.health.keepStartupWindow(of: s.health)
             next.random = s.random
             next.statsByName.merge(s.statsByName) { current, _ in current }
             for (index, health, held) in carried {

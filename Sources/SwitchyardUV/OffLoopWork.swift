@@ -17,28 +17,36 @@ extension EventLoop {
         _ work: @escaping @Sendable () -> T,
         then completion: @escaping @Sendable (T) -> Void
     ) throws(UVError) {
-        let job = OffLoopJob { [self] in
+        let started = startDetachedThread { [self] in
             let result = work()
             execute { completion(result) }
         }
-        // The new thread inherits this mask: block everything while creating it.
-        var all = sigset_t()
-        var previous = sigset_t()
-        sigfillset(&all)
-        pthread_sigmask(SIG_SETMASK, &all, &previous)
-        defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
-        let box = Unmanaged.passRetained(job).toOpaque()
-        var thread = pthread_t()
-        let rc = pthread_create(&thread, nil, { arg in
-            Unmanaged<OffLoopJob>.fromOpaque(arg!).takeRetainedValue().body()
-            return nil
-        }, box)
-        guard rc == 0 else {
-            Unmanaged<OffLoopJob>.fromOpaque(box).release()
-            throw UVError(-rc)
-        }
-        pthread_detach(thread)
+        guard started == 0 else { throw UVError(-started) }
     }
+}
+
+/// Runs `body` on a new detached thread that takes no signals (all blocked: they stay with the
+/// loop threads' libuv handlers). Returns 0, or the error number `pthread_create` gave.
+public func startDetachedThread(_ body: @escaping @Sendable () -> Void) -> Int32 {
+    let job = OffLoopJob(body)
+    // The new thread inherits this mask: block everything while creating it.
+    var all = sigset_t()
+    var previous = sigset_t()
+    sigfillset(&all)
+    pthread_sigmask(SIG_SETMASK, &all, &previous)
+    defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
+    let box = Unmanaged.passRetained(job).toOpaque()
+    var thread = pthread_t()
+    let rc = pthread_create(&thread, nil, { arg in
+        Unmanaged<OffLoopJob>.fromOpaque(arg!).takeRetainedValue().body()
+        return nil
+    }, box)
+    guard rc == 0 else {
+        Unmanaged<OffLoopJob>.fromOpaque(box).release()
+        return rc
+    }
+    pthread_detach(thread)
+    return 0
 }
 
 /// What the off-loop thread runs (handed over once, retained through `pthread_create`'s argument).

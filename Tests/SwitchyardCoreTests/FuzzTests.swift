@@ -300,7 +300,7 @@ private func checkInvariants(_ config: SwitchyardConfig, file: String, lines: [S
     #expect(g.maxConnections > 0, "\(label)")
     #expect(g.adminToken.map { !$0.isEmpty } ?? true, "\(label)")
     #expect(g.drainTimeout >= .zero, "\(label)")
-    #expect(g.resolveInterval >= .zero, "\(label)")
+    #expect(g.resolveInterval == .zero || g.resolveInterval >= .milliseconds(100), "\(label): resolve_interval \(g.resolveInterval)")
     #expect(g.busyPoll >= .zero && g.busyPoll <= .milliseconds(10), "\(label): busy_poll \(g.busyPoll)")
     if let admin = g.admin { #expect(reparses(admin), "\(label): admin \(admin)") }
 

@@ -424,6 +424,20 @@ extension ServiceHealth {
         #expect(p.weightFactor(0, now: 1_100) == 0.325)
     }
 
+    @Test func aServerAddedOrMovedLaterRampsWhenItFirstComesUp() {
+        // The service started at 0; a reload (or a server moved by DNS) at 60 s builds a new
+        // health that keeps the service's start-up window: its new server ramps.
+        let first = service { $0.slowStart = .seconds(4) }
+        var later = service(now: 60_000) { $0.slowStart = .seconds(4) }
+        later.keepStartupWindow(of: first)
+        _ = later.probeSucceeded(0, now: 60_010)
+        #expect(later.isUsable(0) && later.weightFactor(0, now: 60_010) == 0.1)
+        // Without it, the new health's own first round would give full weight at once.
+        var fresh = service(now: 60_000) { $0.slowStart = .seconds(4) }
+        _ = fresh.probeSucceeded(0, now: 60_010)
+        #expect(fresh.weightFactor(0, now: 60_010) == 1.0)
+    }
+
     @Test func offMeansFullWeight() {
         var h = passive()
         h.failConnects(0, 3, now: 0)

@@ -55,11 +55,15 @@ import Testing
         #expect(try parse().resolveInterval == .seconds(30), "default")
         #expect(try parse("resolve_interval = 5s").resolveInterval == .seconds(5))
         #expect(try parse("resolve_interval = 0").resolveInterval == .zero, "off")
+        #expect(try parse("resolve_interval = 100ms").resolveInterval == .milliseconds(100), "the shortest")
     }
 
     @Test func aBadResolveIntervalNamesTheLine() {
         #expect(throws: ConfigError(file: "sy.ini", line: 2, message: "bad duration \"often\" for resolve_interval (expected e.g. 250ms, 2s, 5m, 1h)")) {
             _ = try parse("resolve_interval = often")
+        }
+        #expect(throws: ConfigError(file: "sy.ini", line: 2, message: "bad duration \"50ms\" for resolve_interval (0 = off, or at least 100ms; e.g. 30s)")) {
+            _ = try parse("resolve_interval = 50ms")
         }
     }
 }

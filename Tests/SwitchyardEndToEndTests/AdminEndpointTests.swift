@@ -152,6 +152,9 @@ struct AdminEndpointTests {
         let widened = try AdminHTTP.request(port: newPort, method: "POST", path: "/reload")
         #expect(widened.status == 200, "\(widened)")
         #expect(try AdminHTTP.request(port: newPort, method: "GET", path: "/healthz").status == 200)
+        // The log line is written before the answer, but read from the child's stderr by another
+        // thread of this process: it may come in just after the answer.
+        try proxy.waitForLogLineCount("configuration reloaded", 2)
         #expect(proxy.logCount("configuration reloaded") == 2)
         #expect(proxy.isRunning)
     }

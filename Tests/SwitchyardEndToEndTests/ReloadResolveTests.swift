@@ -170,7 +170,7 @@ struct ReloadResolveTests {
         #expect(freshGreeting == "a")
         let health = try AdminHTTP.request(port: try proxy.adminPort(), method: "GET", path: "/healthz", timeout: .seconds(3))
         #expect(health.status == 200)
-        #expect(proxy.logCount("reload: resolving names") == 1)
+        try proxy.waitForLogLineCount("reload: resolving names", 1)
         #expect(try proxy.metrics().value("switchyard_config_reloads_total", ["result": "success"]) == 0)
 
         // Two more requests while it waits: a signal and POST /reload. They are queued and

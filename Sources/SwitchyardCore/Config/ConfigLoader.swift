@@ -65,7 +65,7 @@ enum ConfigSchema {
             .single("admin_token", .optionalText, \.adminToken),
             .single("drain_timeout", .duration, \.drainTimeout),
             .single("busy_poll", .busyPollWindow, \.busyPoll),
-            .single("resolve_interval", .duration, \.resolveInterval),
+            .single("resolve_interval", .resolveInterval, \.resolveInterval),
         ]
     }
 
@@ -202,6 +202,18 @@ extension ValueParser where V == Duration {
             let duration = try ValueParser.duration.parse(value, key)
             guard duration <= .milliseconds(10) else {
                 throw ValueError("bad duration \"\(value)\" for \(key) (at most 10ms; e.g. 50us)")
+            }
+            return duration
+        }
+    }
+
+    /// 0 (off) or at least 100ms: anything shorter would look names up back to back (and under
+    /// 1ms would read as 0 on the loop's millisecond timer, turning lookups off unannounced).
+    static var resolveInterval: ValueParser {
+        ValueParser { value, key throws(ValueError) in
+            let duration = try ValueParser.duration.parse(value, key)
+            guard duration == .zero || duration >= .milliseconds(100) else {
+                throw ValueError("bad duration \"\(value)\" for \(key) (0 = off, or at least 100ms; e.g. 30s)")
             }
             return duration
         }

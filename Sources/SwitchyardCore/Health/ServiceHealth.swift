@@ -69,7 +69,7 @@ public struct ServiceHealth: Sendable {
     /// Per server, indices as in the Balancer.
     public private(set) var servers: [ServerHealth]
     /// End of the first probe round (no slow start for a first up before it).
-    let startupEnds: UInt64
+    private(set) var startupEnds: UInt64
     /// A trial connection with no result after this long (ms) frees the half-open slot.
     let trialTimeout: UInt64
 
@@ -87,6 +87,14 @@ public struct ServiceHealth: Sendable {
     }
 
     public var count: Int { servers.count }
+
+    /// Takes over the start-up window of the health this one replaces (a reload, a server moved):
+    /// the first probe round is the service's first, not the configuration's, so that a server
+    /// added or moved later ramps up under `slow_start` when it first comes up, instead of taking
+    /// full weight at once as servers do at start.
+    public mutating func keepStartupWindow(of previous: ServiceHealth) {
+        startupEnds = previous.startupEnds
+    }
 
     /// Carries a server's state (counters, ejection, active up/down, admin state) over from the
     /// health of a previous configuration: a reload keeps what it knows of servers that stay.
