@@ -67,8 +67,19 @@ private struct Picture {
         var totals: ServiceTotals
     }
     var services: [Service]
+    /// Services a reload removed whose connections are still open: only their servers with
+    /// connections open, as `draining`, and their service counters.
+    var retired: [Service]
 
     init(_ runtime: ProxyRuntime, now: UInt64) {
+        retired = runtime.drainingRetiredServices().map { shared in
+            let open = shared.counters.servers.sorted { $0.key < $1.key }
+                .map { (name: $0.key, totals: ServerTotals($0.value)) }
+                .filter { $0.totals.connectionsActive > 0 }
+            return Service(
+                shared: shared, config: shared.config, servers: [], draining: open,
+                totals: ServiceTotals(shared.serviceStats))
+        }
         services = runtime.services.map { shared in
             let snapshot = shared.snapshot(now: now)
             let config = shared.config
@@ -95,8 +106,9 @@ enum MetricsExporter {
         // Every server's totals, whether it may take new connections, and its labels. A server a
         // reload removed keeps its series while its connections finish (not usable), so that the
         // per-server series still add up to what is open; they go once the last one ends.
+        let allServices = picture.services + picture.retired
         func each(_ body: (ServerTotals, Bool, [(String, String)]) -> Void) {
-            for service in picture.services {
+            for service in allServices {
                 for server in service.servers {
                     body(server.totals, server.usable, [("service", service.shared.name), ("server", server.descriptor.name)])
                 }
@@ -140,20 +152,20 @@ enum MetricsExporter {
             }
         }
         w.counter("switchyard_rejected_connections_total", help: "Client connections closed without being relayed, by reason.") { f in
-            for service in picture.services {
+            for service in allServices {
                 for reason in RejectReason.allCases {
                     f.add(labels: [("service", service.shared.name), ("reason", reason.label)], value: service.totals.rejected[reason.rawValue])
                 }
             }
         }
         w.counter("switchyard_retries_total", help: "Connect attempts retried on another server.") { f in
-            for service in picture.services { f.add(labels: [("service", service.shared.name)], value: service.totals.retries) }
+            for service in allServices { f.add(labels: [("service", service.shared.name)], value: service.totals.retries) }
         }
         w.histogram("switchyard_connect_duration_seconds", help: "Time to connect to a server.") { f in
             each { totals, _, labels in f.add(labels: labels, histogram(totals.connectDuration)) }
         }
         w.histogram("switchyard_connection_duration_seconds", help: "Lifetime of client connections.") { f in
-            for service in picture.services {
+            for service in allServices {
                 f.add(labels: [("service", service.shared.name)], histogram(service.totals.connectionDuration))
             }
         }
@@ -233,6 +245,15 @@ enum StatusExporter {
                                 }
                             }
                         }
+                    }
+                }
+            }
+            // Removed by a reload, connections still open.
+            j.array("removed_services") { j in
+                for service in picture.retired {
+                    j.object { j in
+                        j.field("name", service.shared.name)
+                        j.field("active_connections", service.draining.reduce(0) { $0 &+ $1.totals.connectionsActive })
                     }
                 }
             }

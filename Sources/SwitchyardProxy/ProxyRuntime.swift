@@ -60,6 +60,11 @@ public final class ProxyRuntime: @unchecked Sendable {
     private var refreshingNames = false
     /// Bumped by every applied reload: a periodic lookup begun before one is stale.
     private var configGeneration: UInt64 = 0
+    /// Services a reload removed, while connections to them may still be open (their series stay
+    /// in /metrics until the last one ends), and the counters of every removed service by name
+    /// (the same name added back continues them).
+    private var retiredServices: [SharedService] = []
+    private var retiredCounters: [String: SharedService.Counters] = [:]
     var admin: AdminServer?
     private(set) var startedAt: UInt64 = 0
 
@@ -632,7 +637,10 @@ public final class ProxyRuntime: @unchecked Sendable {
                 }
                 logUnresolved(shared.servers.filter { !before.contains($0.id) }, of: shared)
             } else {
-                shared = SharedService(config: serviceConfig, now: now, workers: workerCount, names: names)
+                shared = SharedService(
+                    config: serviceConfig, now: now, workers: workerCount, names: names,
+                    carrying: retiredCounters.removeValue(forKey: serviceConfig.name))
+                retiredServices.removeAll { $0.name == serviceConfig.name }
                 logger.notice("service added", metadata: ["service": "\(shared.name)"])
                 logUnresolved(shared.servers, of: shared)
             }
@@ -640,10 +648,13 @@ public final class ProxyRuntime: @unchecked Sendable {
             plan.append((shared, addresses))
         }
         for removed in byName.values {
+            retiredServices.append(removed)
+            retiredCounters[removed.name] = removed.counters
             healthControls[removed.name]?.stop()
             healthControls[removed.name] = nil
             logger.notice("service removed; its connections finish", metadata: ["service": "\(removed.name)"])
         }
+        _ = drainingRetiredServices()  // forget those with nothing open
         services = next
         let finalPlan = plan
         let handover = prebound
@@ -789,6 +800,13 @@ public final class ProxyRuntime: @unchecked Sendable {
         } else if state == .disabled && shared.config.health.onDown == .close {
             broadcast { $0.closeConnections(to: server, reason: "server_disabled") }
         }
+    }
+
+    /// Services a reload removed that still have open connections (control). Drained ones are
+    /// forgotten here (their counters stay in `retiredCounters`).
+    func drainingRetiredServices() -> [SharedService] {
+        retiredServices.removeAll { $0.activeConnections == 0 }
+        return retiredServices
     }
 
     /// Listener addresses of a service as bound (control worker's sockets).

@@ -127,12 +127,23 @@ final class SharedService: Sendable {
     let serviceStats: [ServiceStats]
     let workerCount: Int
 
-    init(config: ServiceConfig, now: UInt64, workers: Int, names: ResolvedNames = .none) {
+    /// The counters of a service, kept by the runtime when a reload removes it: the same name
+    /// added back continues them.
+    struct Counters: Sendable {
+        var service: [ServiceStats]
+        var servers: [String: [ServerStats]]
+    }
+
+    /// `carrying`: the counters of a service of the same name removed earlier.
+    init(config: ServiceConfig, now: UInt64, workers: Int, names: ResolvedNames = .none, carrying: Counters? = nil) {
         name = config.name
         workerCount = workers
-        serviceStats = (0..<workers).map { _ in ServiceStats() }
-        let servers = config.servers.map { ServerDescriptor(config: $0, workers: workers, names: names) }
+        serviceStats = carrying?.service ?? (0..<workers).map { _ in ServiceStats() }
+        let servers = config.servers.map {
+            ServerDescriptor(config: $0, workers: workers, stats: carrying?.servers[$0.name], names: names)
+        }
         var initial = State(config: config, servers: servers, now: now)
+        if let carried = carrying?.servers { initial.statsByName.merge(carried) { current, _ in current } }
         initial.syncAll(now: now)
         state = Mutex(initial)
     }
@@ -273,6 +284,17 @@ final class SharedService: Sendable {
 
     func server(named name: String) -> ServerDescriptor? {
         state.withLock { s in s.servers.first { $0.name == name } }
+    }
+
+    var counters: Counters {
+        Counters(service: serviceStats, servers: state.withLock(\.statsByName))
+    }
+
+    /// Connections open now to any server this service has had, summed over workers.
+    var activeConnections: UInt64 {
+        state.withLock { s in
+            s.statsByName.values.reduce(0) { sum, stats in stats.reduce(sum) { $0 &+ $1.connectionsActive.value } }
+        }
     }
 
     /// Counters of the servers a reload removed (by name, in name order): their connections may

@@ -214,6 +214,57 @@ struct ReloadTests {
         #expect((after.service("web")?["removed_servers"] as? [[String: Any]])?.isEmpty == true, "\(after)")
     }
 
+    @Test("A service a reload removed keeps its series and a /status entry while its connections finish; added back, its counters continue")
+    func removedServiceSeriesStayAndCountersContinue() throws {
+        let a = try Backend(name: "a", behavior: .identify)
+        defer { a.stop() }
+        let b = try Backend(name: "b", behavior: .identify)
+        defer { b.stop() }
+        let web = OpsConfig.service("web", servers: ["a \(a.address)"], extra: ["check = none"])
+        let other = OpsConfig.service("other", servers: ["b \(b.address)"], extra: ["check = none"])
+        let proxy = try SwitchyardProcess(config: OpsConfig.global() + web + other)
+        defer { proxy.stop() }
+        let port = try proxy.port("web")
+        let labels = ["service": "web", "server": "a"]
+        let (held, greeting) = try Self.connectAndIdentify(port: port)
+        defer { held.close() }
+        #expect(greeting == "a")
+        try held.roundTrip("abc\n")
+
+        // web removed: its connection goes on, and its series with it.
+        try proxy.rewriteConfig(OpsConfig.global() + other)
+        try proxy.reloadBySignal(expectSuccessCount: 1)
+        let removed = try proxy.metrics()
+        #expect(try removed.value("switchyard_connections_active", labels) == 1, "\(removed.text)")
+        #expect(try removed.value("switchyard_connections_total", labels) == 1)
+        #expect(try removed.value("switchyard_server_up", labels) == 0)
+        #expect(try removed.value("switchyard_retries_total", ["service": "web"]) == 0)
+        let status = try proxy.status()
+        let entries = status.root["removed_services"] as? [[String: Any]] ?? []
+        #expect(entries.count == 1 && entries.first?["name"] as? String == "web"
+                && entries.first?["active_connections"] as? Int == 1, "\(status)")
+        #expect(status.service("web") == nil)
+        try held.roundTrip("still relayed\n")
+        held.close()
+        _ = try proxy.waitForConnectionClosed(client: held.localAddress)
+        let drained = try proxy.metrics()
+        #expect(!drained.samples.contains { $0.labels["service"] == "web" }, "\(drained.text)")
+        #expect((try proxy.status().root["removed_services"] as? [[String: Any]])?.isEmpty == true)
+
+        // Added back: its counters go on from where they were.
+        try proxy.rewriteConfig(OpsConfig.global() + web + other)
+        try proxy.reloadBySignal(expectSuccessCount: 2)
+        let newPort = try proxy.ports("web").last ?? port
+        let (again, _) = try Self.connectAndIdentify(port: newPort)
+        try again.roundTrip("xy\n")
+        again.close()
+        _ = try proxy.waitForConnectionClosed(client: again.localAddress)
+        let back = try proxy.metrics()
+        #expect(try back.value("switchyard_connections_total", labels) == 2, "\(back.text)")
+        #expect(try back.value("switchyard_bytes_received_total", labels) == 21)  // 4 + 14 + 3
+        #expect(try proxy.status().service("web")?["accepted_total"] as? Int == 2)
+    }
+
     @Test("A broken file: the running configuration keeps serving, the error has FILE:LINE, failure counted; POST /reload applies the fixed file")
     func brokenFileKeepsRunningConfig() throws {
         let a = try Backend(name: "a", behavior: .identify)
