@@ -6,9 +6,11 @@ import SwitchyardUV
 /// (`Connection: close`). A slow or malicious client cannot stall relaying: reads are
 /// non-blocking, requests are bounded (8 KiB head, 64 KiB body), each connection has 10 s to
 /// send its request, and at most 64 admin connections are open at once. When all 64 are taken, a
-/// new connection closes the oldest one still waiting for its request rather than being refused
-/// itself (nginx's and HAProxy's answer to idle-connection floods): 64 idle sockets cannot lock
-/// out a liveness probe, which sends its request as soon as it connects.
+/// new connection closes the oldest lingering one (below), else the oldest still waiting for its
+/// request, else the oldest waiting for a reload's answer, rather than being refused itself
+/// (nginx's and HAProxy's answer to idle-connection floods): 64 idle sockets cannot lock out a
+/// liveness probe, which sends its request as soon as it connects. Only when all 64 are writing
+/// their answers (10 s at most each) is a newcomer refused.
 ///
 /// After the answer a connection lingers (nginx's `lingering_close`): the write side is shut down
 /// (FIN after the answer) but the socket stays open, reading and dropping whatever the client still
@@ -188,7 +190,8 @@ private final class AdminConnection: TCPStreamDelegate {
     private var droppedBytes = 0
     /// False for a HEAD request.
     private var includeBody = true
-    /// Order of acceptance (the oldest lingering, else waiting, connection makes room for a new one).
+    /// Order of acceptance: the oldest lingering, else waiting for its request, else waiting for a
+    /// reload's answer, makes room for a new connection.
     let serial: UInt64
 
     /// What a reload still resolving names answers once `requestTimeoutMs` has passed: it was

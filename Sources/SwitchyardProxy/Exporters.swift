@@ -72,7 +72,8 @@ private struct Picture {
     var retired: [Service]
 
     init(_ runtime: ProxyRuntime, now: UInt64) {
-        retired = runtime.drainingRetiredServices().map { shared in
+        runtime.pruneRetiredServices()
+        retired = runtime.drainingRetiredServices.map { shared in
             let open = shared.counters.servers.sorted { $0.key < $1.key }
                 .map { (name: $0.key, totals: ServerTotals($0.value)) }
                 .filter { $0.totals.connectionsActive > 0 }

@@ -1,3 +1,4 @@
+import CLibUV
 import Dispatch
 import Synchronization
 import SwitchyardCore
@@ -13,9 +14,13 @@ import SwitchyardUV
 /// with the answers. IP literals need no lookup and are never collected.
 struct ResolvedNames: Sendable {
     private var answers: [HostPort: Result<[SocketAddress], UVError>] = [:]
+    /// Whether `resolve` may look a name up itself (blocking): only for `.none`, at start-up.
+    private var mayBlock = false
 
-    /// No answers: `resolve` resolves (IP literals at once, names blocking).
-    static let none = ResolvedNames()
+    /// No answers: `resolve` resolves (IP literals at once, names blocking): for start-up.
+    static let none = ResolvedNames(mayBlock: true)
+
+    private init(mayBlock: Bool = false) { self.mayBlock = mayBlock }
 
     /// Whether `host` needs no lookup (an IPv4 or IPv6 literal).
     static func isLiteral(_ host: String) -> Bool {
@@ -89,12 +94,16 @@ struct ResolvedNames: Sendable {
         answers[address] = .success([resolved])
     }
 
-    /// The answer looked up for `address`, or, for one not looked up (an IP literal), resolved now.
+    /// The answer looked up for `address`; for one not looked up, an IP literal's address, and a
+    /// name's lookup only for `.none` (answers from `lookUp` never block the loop: a name they
+    /// lack, one a periodic round skipped, counts as not resolved).
     func resolve(_ address: HostPort) throws(UVError) -> [SocketAddress] {
         switch answers[address] {
         case .success(let addresses): return addresses
         case .failure(let error): throw error
-        case nil: return try SocketAddress.resolve(host: address.host, port: address.port)
+        case nil:
+            guard mayBlock || Self.isLiteral(address.host) else { throw UVError(Int32(UV_EAI_AGAIN.rawValue)) }
+            return try SocketAddress.resolve(host: address.host, port: address.port)
         }
     }
 }

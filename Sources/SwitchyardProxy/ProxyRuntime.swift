@@ -62,7 +62,7 @@ public final class ProxyRuntime: @unchecked Sendable {
     private var configGeneration: UInt64 = 0
     /// Services a reload removed, while connections to them may still be open (their series stay
     /// in /metrics until the last one ends), and the counters of every removed service by name
-    /// (the same name added back continues them).
+    /// (the same name added back continues them; one entry per name a configuration ever had).
     private var retiredServices: [SharedService] = []
     private var retiredCounters: [String: SharedService.Counters] = [:]
     var admin: AdminServer?
@@ -647,6 +647,9 @@ public final class ProxyRuntime: @unchecked Sendable {
             next.append(shared)
             plan.append((shared, addresses))
         }
+        // Forget services retired by earlier reloads that have finished (workers applied those
+        // long ago), then retire this reload's.
+        pruneRetiredServices()
         for removed in byName.values {
             retiredServices.append(removed)
             retiredCounters[removed.name] = removed.counters
@@ -654,7 +657,6 @@ public final class ProxyRuntime: @unchecked Sendable {
             healthControls[removed.name] = nil
             logger.notice("service removed; its connections finish", metadata: ["service": "\(removed.name)"])
         }
-        _ = drainingRetiredServices()  // forget those with nothing open
         services = next
         let finalPlan = plan
         let handover = prebound
@@ -803,11 +805,15 @@ public final class ProxyRuntime: @unchecked Sendable {
     }
 
     /// Services a reload removed that still have open connections (control). Drained ones are
-    /// forgotten here (their counters stay in `retiredCounters`).
-    func drainingRetiredServices() -> [SharedService] {
-        retiredServices.removeAll { $0.activeConnections == 0 }
-        return retiredServices
+    /// forgotten first (their counters stay in `retiredCounters`). A service is retired before the
+    /// other workers apply the reload, which may still accept a connection for it: a scrape in
+    /// that instant could forget it early (its connection then shows in the totals only).
+    func pruneRetiredServices() {
+        retiredServices.removeAll { $0.openSessions.load(ordering: .relaxed) == 0 }
     }
+
+    /// Services a reload removed, not yet found finished by `pruneRetiredServices` (control).
+    var drainingRetiredServices: [SharedService] { retiredServices }
 
     /// Listener addresses of a service as bound (control worker's sockets).
     func boundAddresses(of shared: SharedService) -> [SocketAddress] {

@@ -126,6 +126,9 @@ final class SharedService: Sendable {
     /// Counters, one set per worker (index = worker id); each worker writes only its own.
     let serviceStats: [ServiceStats]
     let workerCount: Int
+    /// Client connections of this service open now on every worker, from accept to close
+    /// (connecting ones included): tells when a service a reload removed has finished.
+    let openSessions = Atomic<Int>(0)
 
     /// The counters of a service, kept by the runtime when a reload removes it: the same name
     /// added back continues them.
@@ -138,6 +141,7 @@ final class SharedService: Sendable {
     init(config: ServiceConfig, now: UInt64, workers: Int, names: ResolvedNames = .none, carrying: Counters? = nil) {
         name = config.name
         workerCount = workers
+        precondition(carrying.map { $0.service.count == workers } ?? true, "counters of another worker count")
         serviceStats = carrying?.service ?? (0..<workers).map { _ in ServiceStats() }
         let servers = config.servers.map {
             ServerDescriptor(config: $0, workers: workers, stats: carrying?.servers[$0.name], names: names)
@@ -288,13 +292,6 @@ final class SharedService: Sendable {
 
     var counters: Counters {
         Counters(service: serviceStats, servers: state.withLock(\.statsByName))
-    }
-
-    /// Connections open now to any server this service has had, summed over workers.
-    var activeConnections: UInt64 {
-        state.withLock { s in
-            s.statsByName.values.reduce(0) { sum, stats in stats.reduce(sum) { $0 &+ $1.connectionsActive.value } }
-        }
     }
 
     /// Counters of the servers a reload removed (by name, in name order): their connections may

@@ -215,6 +215,7 @@ final class Worker: @unchecked Sendable {
             return
         }
         nextSessionID &+= 1
+        service.shared.openSessions.wrappingAdd(1, ordering: .relaxed)
         let session = ProxySession(id: nextSessionID, client: client, service: service, worker: self)
         session.listNext = sessionsHead
         sessionsHead?.listPrev = session
@@ -229,6 +230,7 @@ final class Worker: @unchecked Sendable {
         session.listNext = nil
         session.listPrev = nil
         sessionCount -= 1
+        session.service.shared.openSessions.wrappingSubtract(1, ordering: .relaxed)
         runtime.connectionClosed()
         session.logClosed()
         if draining && sessionCount == 0 { runtime.workerDrained(id) }
