@@ -72,13 +72,16 @@ private struct Picture {
     var retired: [Service]
 
     init(_ runtime: ProxyRuntime, now: UInt64) {
+        // Servers no longer configured whose connections are still open.
+        func stillOpen(_ shared: SharedService, onlyRemoved: Bool) -> [(name: String, totals: ServerTotals)] {
+            shared.serverStats(onlyRemoved: onlyRemoved)
+                .map { (name: $0.name, totals: ServerTotals($0.stats)) }
+                .filter { $0.totals.connectionsActive > 0 }
+        }
         runtime.pruneRetiredServices()
         retired = runtime.drainingRetiredServices.map { shared in
-            let open = shared.counters.servers.sorted { $0.key < $1.key }
-                .map { (name: $0.key, totals: ServerTotals($0.value)) }
-                .filter { $0.totals.connectionsActive > 0 }
-            return Service(
-                shared: shared, config: shared.config, servers: [], draining: open,
+            Service(
+                shared: shared, config: shared.config, servers: [], draining: stillOpen(shared, onlyRemoved: false),
                 totals: ServiceTotals(shared.serviceStats))
         }
         services = runtime.services.map { shared in
@@ -89,11 +92,8 @@ private struct Picture {
                     descriptor: entry.0, config: config.servers[index], status: entry.1, usable: entry.2,
                     totals: ServerTotals(shared.stats(for: entry.0)))
             }
-            let draining = shared.removedServerStats()
-                .map { (name: $0.name, totals: ServerTotals($0.stats)) }
-                .filter { $0.totals.connectionsActive > 0 }
             return Service(
-                shared: shared, config: config, servers: servers, draining: draining,
+                shared: shared, config: config, servers: servers, draining: stillOpen(shared, onlyRemoved: true),
                 totals: ServiceTotals(shared.serviceStats))
         }
     }

@@ -523,21 +523,31 @@ public final class ProxyRuntime: @unchecked Sendable {
         }
     }
 
+    /// The control worker's open listeners, by key, with their bound addresses.
+    private var openListeners: [ListenerKey: SocketAddress] {
+        var open: [ListenerKey: SocketAddress] = [:]
+        for service in control.services.values {
+            for l in service.listeners { open[l.key] = l.listener.boundAddress }
+        }
+        return open
+    }
+
+    /// The current services by name.
+    private var servicesByName: [String: SharedService] {
+        Dictionary(services.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+    }
+
     /// Names (not IP literals) a reload to `newConfig` has to look up: servers that are new,
     /// moved or unresolved until now, listen addresses not open yet, a moved admin endpoint.
     private func addressesToResolve(for newConfig: SwitchyardConfig) -> [HostPort] {
-        var byName: [String: SharedService] = [:]
-        for service in services { byName[service.name] = service }
-        var open = Set<ListenerKey>()
-        for service in control.services.values {
-            for l in service.listeners { open.insert(l.key) }
-        }
+        let byName = servicesByName
+        let open = openListeners
         var addresses: [HostPort] = []
         for serviceConfig in newConfig.services {
             addresses += byName[serviceConfig.name]?.addressesToResolve(for: serviceConfig) ?? serviceConfig.servers.map(\.address)
             // Any listener not open under the same key (one that `applyReload` then takes over
             // from another service needed no lookup, but one too many does no harm).
-            addresses += Self.listenerKeys(of: serviceConfig).filter { !open.contains($0.key) }.map(\.address)
+            addresses += Self.listenerKeys(of: serviceConfig).filter { open[$0.key] == nil }.map(\.address)
         }
         if let admin = newConfig.global.admin, admin != config.global.admin {
             addresses.append(admin)
@@ -560,10 +570,7 @@ public final class ProxyRuntime: @unchecked Sendable {
         // Listeners already open keep their socket: the same service's first, then (for a fixed
         // port) any service's. New addresses are bound on the control worker first, so that a
         // failure changes nothing.
-        var open: [ListenerKey: SocketAddress] = [:]
-        for service in control.services.values {
-            for l in service.listeners { open[l.key] = l.listener.boundAddress }
-        }
+        var open = openListeners
         var prebound: [ListenerKey: ServiceListener] = [:]
         var resolvedPlan: [(ServiceConfig, [ListenPlan])] = []
         do {
@@ -621,8 +628,7 @@ public final class ProxyRuntime: @unchecked Sendable {
             }
         }
         // Apply: shared state first, then every worker's listeners and services.
-        var byName: [String: SharedService] = [:]
-        for service in services { byName[service.name] = service }
+        var byName = servicesByName
         var next: [SharedService] = []
         var plan: [(SharedService, [ListenPlan])] = []
         let now = control.loop.now

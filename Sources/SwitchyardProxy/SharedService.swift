@@ -294,11 +294,12 @@ final class SharedService: Sendable {
         Counters(service: serviceStats, servers: state.withLock(\.statsByName))
     }
 
-    /// Counters of the servers a reload removed (by name, in name order): their connections may
-    /// still be open. A name added back is a current server again, not one of these.
-    func removedServerStats() -> [(name: String, stats: [ServerStats])] {
+    /// Counters by server name, in name order, of every server this service has had, or only of
+    /// those a reload removed (their connections may still be open; a name added back is a
+    /// current server again, not one of these).
+    func serverStats(onlyRemoved: Bool) -> [(name: String, stats: [ServerStats])] {
         state.withLock { s in
-            let current = Set(s.servers.map(\.name))
+            let current = onlyRemoved ? Set(s.servers.map(\.name)) : []
             return s.statsByName.filter { !current.contains($0.key) }.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
         }
     }

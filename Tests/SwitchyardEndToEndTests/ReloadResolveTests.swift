@@ -12,8 +12,10 @@ import Testing
 
 @Suite("Reload with slow name resolution")
 struct ReloadResolveTests {
-    /// The wrapper library and the two files it reads and writes.
+    /// The wrapper library (built once per test run) and, in a folder of its own per test, the
+    /// files it reads and writes. `remove()` deletes the folder.
     struct SlowResolver {
+        let directory: URL
         let library: String
         let gate: String
         let started: String
@@ -59,7 +61,8 @@ struct ReloadResolveTests {
                         fclose(mf);
                     }
                     struct stat st;
-                    /* At most 60 s, so that a failed test does not leave a thread waiting forever. */
+                    /* The slow DNS server itself: poll the gate, at most 60 s, so that a failed
+                       test does not leave a thread waiting forever. */
                     for (int i = 0; gate && i < 6000 && stat(gate, &st) != 0; i++) usleep(10000);
                     return real("127.0.0.1", service, hints, res);
                 }
@@ -67,13 +70,26 @@ struct ReloadResolveTests {
             }
             """
 
-        init(in directory: URL) throws {
-            let sourcePath = directory.appendingPathComponent("slowdns.c").path
-            library = directory.appendingPathComponent("slowdns.so").path
+        init() throws {
+            library = try Self.built.get()
+            directory = FileManager.default.temporaryDirectory
+                .appendingPathComponent("switchyard-slowdns-\(UUID().uuidString)", isDirectory: true)
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             gate = directory.appendingPathComponent("gate").path
             started = directory.appendingPathComponent("started").path
             map = directory.appendingPathComponent("map").path
-            try Self.source.write(toFile: sourcePath, atomically: true, encoding: .utf8)
+        }
+
+        func remove() { try? FileManager.default.removeItem(at: directory) }
+
+        /// The compiled wrapper's path, or why it could not be built.
+        static let built = Result { () throws -> String in
+            let directory = FileManager.default.temporaryDirectory
+                .appendingPathComponent("switchyard-slowdns-lib-\(UUID().uuidString)", isDirectory: true)
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            let sourcePath = directory.appendingPathComponent("slowdns.c").path
+            let library = directory.appendingPathComponent("slowdns.so").path
+            try source.write(toFile: sourcePath, atomically: true, encoding: .utf8)
             // The Swift toolchain brings clang; Debian's cc will do as well.
             guard let compiler = ChildProcess.locate("clang") ?? ChildProcess.locate("cc") else {
                 throw HarnessError("no C compiler (clang or cc) on PATH to build the getaddrinfo wrapper")
@@ -82,6 +98,7 @@ struct ReloadResolveTests {
             guard build.status == .exited(0) else {
                 throw HarnessError("building the getaddrinfo wrapper failed (\(build.status)):\n\(build.stderr)")
             }
+            return library
         }
 
         /// This process's environment plus the wrapper.
@@ -119,34 +136,23 @@ struct ReloadResolveTests {
         }
     }
 
-    static func makeDirectory() throws -> URL {
-        let dir = FileManager.default.temporaryDirectory
-            .appendingPathComponent("switchyard-slowdns-\(UUID().uuidString)", isDirectory: true)
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        return dir
-    }
-
     @Test("While a reload waits for DNS, a held connection relays, new connections and /healthz are served; queued reloads run after it, and the new server gets traffic")
     func relayingGoesOnWhileAReloadResolves() throws {
-        let dir = try Self.makeDirectory()
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let dns = try SlowResolver(in: dir)
+        let dns = try SlowResolver()
+        defer { dns.remove() }
         let a = try Backend(name: "a", behavior: .identify)
         defer { a.stop() }
         let slow = try Backend(name: "slow", behavior: .identify)
         defer { slow.stop() }
-        let slowPort = slow.address.split(separator: ":").last.map(String.init) ?? ""
+        let slowPort = slow.port
         let a2 = try Backend(name: "a2", behavior: .identify)
         defer { a2.stop() }
-        let a2Port = a2.address.split(separator: ":").last.map(String.init) ?? ""
+        let a2Port = a2.port
         func config(_ servers: [String]) -> String {
             OpsConfig.global() + OpsConfig.service("web", balance: "round_robin", servers: servers)
         }
         let proxy = try SwitchyardProcess(config: config(["a \(a.address)"]), environment: dns.environment)
-        defer {
-            try? dns.open()  // never leave the wrapper waiting
-            proxy.stop()
-        }
+        defer { proxy.stop() }  // SIGKILL: a lookup waiting at the gate goes with the process
         try proxy.waitForServersUp(service: "web", servers: ["a"])
         let port = try proxy.port("web")
         let (held, greeting) = try ReloadTests.connectAndIdentify(port: port)
@@ -211,21 +217,17 @@ struct ReloadResolveTests {
 
     @Test("POST /reload while DNS holds a reload: answered 202 after 10 s (the reload still applies); 64 such requests do not lock out /healthz")
     func pendingReloadAnswersAreBounded() throws {
-        let dir = try Self.makeDirectory()
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let dns = try SlowResolver(in: dir)
+        let dns = try SlowResolver()
+        defer { dns.remove() }
         let a = try Backend(name: "a", behavior: .identify)
         defer { a.stop() }
         func config(_ servers: [String]) -> String {
             OpsConfig.global() + OpsConfig.service("web", servers: servers, extra: ["check = none"])
         }
         let proxy = try SwitchyardProcess(config: config(["a \(a.address)"]), environment: dns.environment)
-        defer {
-            try? dns.open()
-            proxy.stop()
-        }
+        defer { proxy.stop() }  // SIGKILL: a lookup waiting at the gate goes with the process
         let adminPort = try proxy.adminPort()
-        let aPort = a.address.split(separator: ":").last.map(String.init) ?? ""
+        let aPort = a.port
         try proxy.rewriteConfig(config(["a \(a.address)", "named named.switchyard.test:\(aPort)"]))
         proxy.child.signal(SIGHUP)
         try dns.waitForLookup(of: "named.switchyard.test")
@@ -277,17 +279,13 @@ struct ReloadResolveTests {
 
     @Test("A reload that moves the admin endpoint to a DNS name looks it up off the loop too")
     func movedAdminNameIsLookedUpOffTheLoop() throws {
-        let dir = try Self.makeDirectory()
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let dns = try SlowResolver(in: dir)
+        let dns = try SlowResolver()
+        defer { dns.remove() }
         let a = try Backend(name: "a", behavior: .identify)
         defer { a.stop() }
         let service = OpsConfig.service("web", servers: ["a \(a.address)"], extra: ["check = none"])
         let proxy = try SwitchyardProcess(config: OpsConfig.global() + service, environment: dns.environment)
-        defer {
-            try? dns.open()
-            proxy.stop()
-        }
+        defer { proxy.stop() }  // SIGKILL: a lookup waiting at the gate goes with the process
         let port = try proxy.port("web")
         let (held, _) = try ReloadTests.connectAndIdentify(port: port)
         defer { held.close() }
@@ -305,9 +303,8 @@ struct ReloadResolveTests {
 
     @Test("resolve_interval: a server whose DNS name moves to another address is followed without a reload; its open connection stays; a failed lookup keeps the last address")
     func serversFollowTheirNames() throws {
-        let dir = try Self.makeDirectory()
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let dns = try SlowResolver(in: dir)
+        let dns = try SlowResolver()
+        defer { dns.remove() }
         let old = try Backend(name: "old", behavior: .identify)
         defer { old.stop() }
         // The same port on another loopback address: only the name's answer tells them apart.
@@ -359,19 +356,15 @@ struct ReloadResolveTests {
 
     @Test("SIGTERM while a reload waits for DNS: the drain ends and the process exits 0 without waiting for the answer")
     func drainDoesNotWaitForALookup() throws {
-        let dir = try Self.makeDirectory()
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let dns = try SlowResolver(in: dir)
+        let dns = try SlowResolver()
+        defer { dns.remove() }
         let a = try Backend(name: "a", behavior: .identify)
         defer { a.stop() }
         func config(_ servers: [String]) -> String {
             OpsConfig.global(drainTimeout: "5s") + OpsConfig.service("web", balance: "round_robin", servers: servers)
         }
         let proxy = try SwitchyardProcess(config: config(["a \(a.address)"]), environment: dns.environment)
-        defer {
-            try? dns.open()
-            proxy.stop()
-        }
+        defer { proxy.stop() }  // SIGKILL: a lookup waiting at the gate goes with the process
         try proxy.waitForServersUp(service: "web", servers: ["a"])
         try proxy.rewriteConfig(config(["a \(a.address)", "later later.switchyard.test:9"]))
         proxy.child.signal(SIGHUP)
