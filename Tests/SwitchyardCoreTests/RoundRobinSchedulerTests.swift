@@ -2,22 +2,34 @@ import Testing
 @testable import SwitchyardCore
 
 @Suite struct RoundRobinSchedulerTests {
-    @Test func smoothWeightedSequence() {
+    /// Weights 5/1/1: the cycle of nginx's smooth weighted round robin (`a a b a c a a`), starting
+    /// at another point of it; the light servers are never next to each other.
+    @Test func weightedSequenceSpreadsEachServer() {
         var b = Balancer(algorithm: .roundRobin, servers: schedServers("a", "b", "c", weights: [5, 1, 1]))
-        let names = b.schedSequence(14).map { b.servers[$0!].name }
-        #expect(names.joined() == "aabacaa" + "aabacaa")
+        let names = b.schedSequence(14).map { b.servers[$0!].name }.joined()
+        #expect(names == "aaaabac" + "aaaabac")
+        let nginx = "aabacaa"
+        #expect((0..<7).contains { k in String((nginx + nginx).dropFirst(k).prefix(7)) == "aaaabac" })
     }
 
     @Test func heldConnectionsDoNotChangeTheSequence() {
         var b = Balancer(algorithm: .roundRobin, servers: schedServers("a", "b", "c", weights: [5, 1, 1]))
         var names = ""
         for _ in 0..<7 { names += b.servers[b.acquire(client: .none)!].name }
-        #expect(names == "aabacaa")
+        #expect(names == "aaaabac")
     }
 
     @Test func equalWeightsRotate() {
         var b = Balancer(algorithm: .roundRobin, servers: schedServers("a", "b", "c"))
         #expect(b.schedSequence(7) == [0, 1, 2, 0, 1, 2, 0])
+    }
+
+    /// A thousand equal servers rotate in configuration order, the pick staying O(log n).
+    @Test func aThousandServersRotateInOrder() {
+        let specs = (0..<1000).map { BackendSpec(name: "s\($0)") }
+        var b = Balancer(algorithm: .roundRobin, servers: specs)
+        let seq = b.schedSequence(3000)
+        #expect(seq == (0..<3000).map { $0 % 1000 })
     }
 
     @Test func unusableServersAreSkipped() {
@@ -27,12 +39,21 @@ import Testing
         b.setUsable(1, true)
         let again = b.schedSequence(30)
         #expect((0..<3).map { s in again.filter { $0 == s }.count } == [10, 10, 10])
+        // Back in the rotation: never twice within three picks.
+        for i in 2..<again.count { #expect(Set(again[(i - 2)...i]).count == 3, "\(again)") }
     }
 
     @Test func weightsAreHonouredExactlyOverAPeriod() {
         var b = Balancer(algorithm: .roundRobin, servers: schedServers("a", "b", "c", weights: [1, 2, 3]))
         let seq = b.schedSequence(600)
         #expect((0..<3).map { s in seq.filter { $0 == s }.count } == [100, 200, 300])
+        // Every window of one period (6 picks) holds each server's share to within one.
+        for start in 0...(seq.count - 6) {
+            let window = seq[start..<(start + 6)]
+            for (s, share) in [(0, 1), (1, 2), (2, 3)] {
+                #expect(abs(window.filter { $0 == s }.count - share) <= 1, "\(start): \(Array(window))")
+            }
+        }
     }
 
     @Test func weightFactorScalesTheShare() {
@@ -42,5 +63,120 @@ import Testing
         #expect((0..<2).map { s in seq.filter { $0 == s }.count } == [200, 100])
         // Half weight is spread out, never two in a row.
         for i in 1..<seq.count { #expect(!(seq[i] == 1 && seq[i - 1] == 1)) }
+    }
+
+    /// A server passed over for a retry (already tried for that client) keeps its turn: it is the
+    /// next pick for the next client.
+    @Test func aServerPassedOverForARetryKeepsItsTurn() {
+        var b = Balancer(algorithm: .roundRobin, servers: schedServers("a", "b", "c"))
+        #expect(b.acquire(client: .none) == 0)
+        #expect(b.acquire(client: .none, excluding: [1]) == 2)
+        #expect(b.acquire(client: .none) == 1)
+        let rest = b.schedSequence(30)
+        #expect((0..<3).map { s in rest.filter { $0 == s }.count } == [10, 10, 10])
+    }
+
+    /// Panic (no server usable): the rotation goes on over all of them.
+    @Test func panicRotatesOverEveryServer() {
+        var b = Balancer(algorithm: .roundRobin, servers: schedServers("a", "b", "c", weights: [2, 1, 1]))
+        for s in 0..<3 { b.setUsable(s, false) }
+        let seq = b.schedSequence(40)
+        #expect((0..<3).map { s in seq.filter { $0 == s }.count } == [20, 10, 10])
+    }
+
+    /// The virtual clock is moved back long before it could overflow: one server at 10% slow start
+    /// (the longest stride) picked two million times (without the rebase the deadline passes 2^64
+    /// after about 1.64 million picks, which traps).
+    @Test func theVirtualClockNeverOverflows() {
+        var b = Balancer(algorithm: .roundRobin, servers: schedServers("a", "b"))
+        b.setWeightFactor(0, 0.1)
+        b.setUsable(1, false)
+        var picks = 0
+        for _ in 0..<2_000_000 where b.acquire(client: .none) == 0 {
+            b.release(0)
+            picks += 1
+        }
+        #expect(picks == 2_000_000)
+        // Both servers share again once b is back.
+        b.setUsable(1, true)
+        b.setWeightFactor(0, 1.0)
+        let seq = b.schedSequence(100)
+        #expect((0..<2).map { s in seq.filter { $0 == s }.count } == [50, 50])
+    }
+
+    /// Moving the virtual clock back keeps the order: the same picks with a rebase every few
+    /// thousand picks as without one.
+    @Test func rebasingKeepsTheSequence() {
+        let pool = ServerPool(schedServers("a", "b", "c", "d", weights: [5, 3, 1, 1]))
+        var often = WeightedRoundRobin(pool: pool, rebaseAt: 1 << 48)
+        var never = WeightedRoundRobin(pool: pool, rebaseAt: .max)
+        for i in 0..<100_000 {
+            let x = often.pick(from: .primary, panic: false, client: .none, excluding: ServerSet(), pool: pool)
+            let y = never.pick(from: .primary, panic: false, client: .none, excluding: ServerSet(), pool: pool)
+            if x != y {
+                Issue.record("pick \(i): \(String(describing: x)) with rebases, \(String(describing: y)) without")
+                break
+            }
+        }
+    }
+}
+
+/// The indexed heaps of least_conn and round_robin against a linear scan, under random insertions,
+/// removals, key changes and tried sets.
+@Suite struct ServerHeapsTests {
+    struct Keys: ServerOrder {
+        var key: [Int]
+        func precedes(_ a: Int, _ b: Int, pool: ServerPool) -> Bool {
+            key[a] != key[b] ? key[a] < key[b] : a < b
+        }
+    }
+
+    @Test(arguments: [1, 2, 7, 40, 200])
+    func bestIsTheLinearScansAnswer(_ n: Int) {
+        var random = SchedTestRandom(seed: UInt64(n))
+        let specs = (0..<n).map { BackendSpec(name: "s\($0)", backup: random.chance(30)) }
+        let pool = ServerPool(specs)
+        var heaps = TieredServerHeaps(pool: pool)
+        var keys = Keys(key: (0..<n).map { _ in random.below(50) })
+        var inHeap = Array(repeating: false, count: n)
+        for step in 0..<4000 {
+            let s = random.below(n)
+            switch random.below(5) {
+            case 0:
+                if !inHeap[s] { heaps.insert(s, by: keys, pool: pool); inHeap[s] = true }
+            case 1:
+                heaps.remove(s, by: keys, pool: pool)
+                inHeap[s] = false
+            case 2:
+                keys.key[s] += 1 + random.below(10)
+                heaps.keyIncreased(s, by: keys, pool: pool)
+            case 3:
+                keys.key[s] -= 1 + random.below(10)
+                heaps.keyDecreased(s, by: keys, pool: pool)
+            default:
+                keys.key[s] = random.below(60)
+                heaps.keyChanged(s, by: keys, pool: pool)
+            }
+            #expect(heaps.contains(s) == inHeap[s])
+            var tried = ServerSet()
+            for _ in 0..<random.below(4) { tried.insert(random.below(n)) }
+            for tier in [ServerTier.primary, .backup] {
+                let expected = pool.members(tier).filter { inHeap[$0] && !tried.contains($0) }
+                    .min { keys.precedes($0, $1, pool: pool) }
+                let got = heaps.best(tier, excluding: tried, by: keys, pool: pool)
+                if got != expected {
+                    Issue.record("step \(step), \(tier): \(String(describing: got)), scan says \(String(describing: expected))")
+                    return
+                }
+            }
+        }
+        // After changing every key at once, reorder restores both heaps.
+        for s in 0..<n { keys.key[s] = random.below(1000) }
+        heaps.reorder(.primary, by: keys, pool: pool)
+        heaps.reorder(.backup, by: keys, pool: pool)
+        for tier in [ServerTier.primary, .backup] {
+            let expected = pool.members(tier).filter { inHeap[$0] }.min { keys.precedes($0, $1, pool: pool) }
+            #expect(heaps.best(tier, excluding: ServerSet(), by: keys, pool: pool) == expected)
+        }
     }
 }

@@ -94,14 +94,14 @@ struct AnyScheduler: SchedulingAlgorithm {
     private let kind: BalanceAlgorithm
     private var leastConn: LeastConnections?
     private var ipHash: MaglevHash?
-    private var roundRobin: SmoothRoundRobin?
+    private var roundRobin: WeightedRoundRobin?
 
     init(_ algorithm: BalanceAlgorithm, pool: ServerPool, maglevTableSize: Int) {
         kind = algorithm
         switch algorithm {
         case .leastConn: leastConn = LeastConnections(pool: pool)
         case .ipHash: ipHash = MaglevHash(pool: pool, tableSize: maglevTableSize)
-        case .roundRobin: roundRobin = SmoothRoundRobin(pool: pool)
+        case .roundRobin: roundRobin = WeightedRoundRobin(pool: pool)
         }
     }
 
