@@ -275,17 +275,83 @@ def process_tree(pid):
     return tree
 
 
-def cpu_seconds(pids):
-    """User + system CPU time of these processes (all their threads), in seconds."""
-    total = 0
-    for pid in pids:
+# Balancer CPU time, in nanoseconds. What was checked (Linux 6.18, a Python process with three busy
+# threads, one of which exits after 1 s; sampled every 0.8 s):
+#   - /proc/PID/schedstat (and the se.sum_exec_runtime of /proc/PID/sched) is the main thread only
+#     (2.06 s of 6.14 s at the end), not the thread group;
+#   - the sum of /proc/PID/task/*/schedstat is exact while every thread lives, but an exited
+#     thread's time leaves the sum (it dropped by the 0.24 s the dead thread had used);
+#   - utime + stime of /proc/PID/stat cover the whole group, exited threads included (the kernel
+#     scales them to the group's exact sum_exec_runtime), but come in 10 ms clock ticks, each of
+#     the two truncated;
+#   - the process's CPU-time clock (clock_getcpuclockid(3) + clock_gettime: the kernel's
+#     thread_group_sched_runtime) is the same exact count as the schedstat sum, in ns, and keeps
+#     exited threads' time (it read 0–2 ticks above /proc/PID/stat).
+# So: the process CPU-time clock of every process of the tree (ctypes: the standard library has no
+# clock_getcpuclockid). Where that is unavailable (no ctypes, a libc without it), per process the
+# larger of the live-thread schedstat sum and the tick count — both are lower bounds of the true
+# figure, the first short of exited threads' time, the second of at most two ticks — and the tick
+# count alone where schedstat is missing or all zeros (a kernel without CONFIG_SCHED_INFO).
+try:
+    import ctypes
+    import ctypes.util
+    _LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    _LIBC.clock_getcpuclockid.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+    _LIBC.clock_getcpuclockid.restype = ctypes.c_int
+except (ImportError, OSError, AttributeError):
+    _LIBC = None
+
+
+def process_cpuclock_ns(pid):
+    """CPU time of a whole process (all its threads, live and exited), in ns; None if its
+    CPU-time clock cannot be read (no such process, or no clock_getcpuclockid)."""
+    if _LIBC is None:
+        return None
+    clock = ctypes.c_int()
+    if _LIBC.clock_getcpuclockid(pid, ctypes.byref(clock)) != 0:
+        return None
+    try:
+        return time.clock_gettime_ns(clock.value)
+    except OSError:
+        return None
+
+
+def proc_cpu_ns(pid):
+    """The /proc fallback, in ns (see above): max(sum of the live threads' schedstat, utime + stime
+    ticks). None if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    ticks_ns = (int(fields[11]) + int(fields[12])) * 1_000_000_000 // os.sysconf("SC_CLK_TCK")  # utime, stime
+    sched_ns = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        tids = []
+    for tid in tids:
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return total / os.sysconf("SC_CLK_TCK")
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                sched_ns += int(f.read().split()[0])  # time on CPU, ns
+        except (OSError, ValueError, IndexError):
+            pass  # thread gone, or no schedstat
+    return max(ticks_ns, sched_ns)
+
+
+def cpu_seconds(pids):
+    """User + system CPU time of these processes (all their threads), in seconds (ns resolution),
+    and where it came from: "cpuclock", or "proc" if the fallback was needed for any of them."""
+    total, source = 0, "cpuclock"
+    for pid in pids:
+        ns = process_cpuclock_ns(pid)
+        if ns is None:
+            ns = proc_cpu_ns(pid)
+            if ns is None:
+                continue  # exited
+            source = "proc"
+        total += ns
+    return total / 1e9, source
 
 
 def rss_kib(pids):
@@ -498,12 +564,13 @@ http {{
         return m
 
     def balancer_cpu(self, name):
-        """CPU seconds used so far by a balancer's process tree (None for direct). A balancer
-        restarted during a workload (memory) gets no CPU figure: see add_cpu_cost."""
+        """(pid, CPU seconds used so far by a balancer's process tree, source; see cpu_seconds),
+        None for direct. A balancer restarted during a workload (memory) gets no CPU figure: see
+        add_cpu_cost."""
         m = self.balancers.get(name)
         if m is None:
             return None
-        return (m.pid, cpu_seconds(process_tree(m.pid)))
+        return (m.pid,) + cpu_seconds(process_tree(m.pid))
 
     def pause_all_but(self, current):
         """With --busy-poll, only the balancer being measured runs; the others are stopped
@@ -836,13 +903,17 @@ WORKLOAD_FUNCS = {"bulk": w_bulk, "rr": w_rr, "latency": w_latency, "connrate": 
 
 def add_cpu_cost(w, r, before, after):
     """Adds the balancer's CPU per unit of work to a workload's result: CPU time its process
-    tree used during the run (load generators and backends not counted) / the work done."""
+    tree used during the run (load generators and backends not counted) / the work done. No
+    figure if the balancer was restarted, or the two samples came from different sources."""
     if w not in CPU_COST or before is None or after is None or before[0] != after[0]:
+        return
+    if before[2:] != after[2:]:
         return
     key, work_field, scale = CPU_COST[w]
     work = r.get(work_field)
     if work:
         r["cpu_s"] = after[1] - before[1]
+        r["cpu_source"] = after[2]
         r[key] = r["cpu_s"] * scale / work
 
 
@@ -1125,6 +1196,7 @@ def main(argv):
 
     results = {w: {t: [] for t in args.targets} for w in args.workloads}
     failures = []  # (round, workload, target, message)
+    warmups = []  # (kind, function, parameters)
     ok = True
     env = Env(args, tmp)
     try:
@@ -1135,13 +1207,23 @@ def main(argv):
                 log(f"started {b} (pid {env.balancers[b].pid}) on {env.ports[b]}")
         log(f"backends: {env.backend_ports}")
 
-        # Warm-up: one small request/response pass through every target.
-        if set(args.workloads) & {"rr", "latency", "memory"}:
+        # Warm-up, so that round 1 does not pay for first-time costs (lazy allocations in the
+        # balancer, page cache, the backends' first connections): a short pass of each kind of
+        # workload through every target, results discarded (tool outputs kept in raw/ as
+        # warmup-*). A failure is only logged; the measured runs report their own.
+        if "bulk" in args.workloads:  # 1-second iperf3 run, nothing omitted
+            warmups.append(("bulk", w_bulk, dict(P, bulk_seconds=1, bulk_omit=0)))
+        if set(args.workloads) & {"rr", "latency", "memory"}:  # 2000 redis GETs from 10 clients
+            warmups.append(("redis", lambda e, t, _p, d, tag: redis_benchmark(e, t, 10, 2000, 60, d, tag), P))
+        if "connrate" in args.workloads:  # 1-second wrk, Connection: close, 10 connections
+            warmups.append(("connrate", w_connrate,
+                            dict(P, connrate_seconds=1, connrate_clients=min(10, P["connrate_clients"]))))
+        for kind, func, wp in warmups:
             for t in args.targets:
                 try:
-                    redis_benchmark(env, t, 10, 2000, 60, None, "warmup")
+                    func(env, t, wp, rawdir, f"warmup-{kind}-{t}")
                 except BenchError as e:
-                    log(f"warm-up through {t} failed: {e}")
+                    log(f"warm-up ({kind}) through {t} failed: {e}")
 
         for rnd in range(1, args.rounds + 1):
             log(f"--- round {rnd}/{args.rounds}")
@@ -1231,6 +1313,7 @@ def main(argv):
         "splice": args.splice,
         "busy_poll": args.busy_poll,
         "haproxy_tuned": args.haproxy_tuned,
+        "warmups": [kind for kind, _f, _p in warmups],
         "targets": args.targets,
         "workloads": args.workloads,
         "parameters": P,
@@ -1259,7 +1342,8 @@ def main(argv):
                 good = (bool(runs) and all("error" not in r for r in runs)
                         and not any(f[1] == w and f[2] == t for f in failures))
                 if good and t != "direct" and w in CPU_COST:
-                    # The balancer's CPU cost was measured (a count of clock ticks: may be 0 here).
+                    # The balancer's CPU cost was measured (>= 0; 0 is possible only with the
+                    # clock-tick fallback, see cpu_seconds).
                     good = all(r.get(CPU_COST[w][0], -1) >= 0 for r in runs)
                 passed += good
                 failed += not good
@@ -1361,10 +1445,11 @@ def write_results_md(args, report, rows, micro, rawdir):
         "trip, held open; (RSS with them open − RSS before) / connections, VmRSS of the balancer's process tree "
         "(HAProxy: its process; nginx: master + worker; Switchyard: its process).",
         "- **balancer CPU** (the cost rows): user + system CPU time of the balancer's process tree during the "
-        "workload (`/proc/PID/stat`, all threads; nginx master + worker), divided by the work done: bytes iperf3 "
-        "sent (warm-up second included), redis-benchmark's requests, wrk's completed connections. Kernel time "
-        "spent in the balancer's system calls is included: on loopback that covers the receiving side's TCP "
-        "processing of every segment the balancer sends. Load generators and backends are not counted.",
+        f"workload ({cpu_method_text(report)}; nginx master + worker), divided by the work done: bytes iperf3 "
+        "sent (the omitted first second included), redis-benchmark's requests, wrk's completed connections. "
+        "Kernel time spent in the balancer's system calls is included: on loopback that covers the receiving "
+        "side's TCP processing of every segment the balancer sends. Load generators and backends are not counted.",
+    ] + warmup_text(report) + [
         "",
         "Balancer settings: least-connections everywhere; connect timeout 2 s; idle timeout 1 h (Switchyard "
         "`idle_timeout = 1h`, HAProxy `timeout client/server 1h`, nginx `proxy_timeout 1h`); no active health "
@@ -1399,6 +1484,35 @@ def write_results_md(args, report, rows, micro, rawdir):
         json.dump(report, f, indent=1)
         f.write("\n")
     log(f"wrote {os.path.relpath(out, REPO)} and {json_name}")
+
+
+def warmup_text(report):
+    """The RESULTS.md line on the warm-up pass ([] if there was none)."""
+    # A results.json from before the bulk and connrate warm-ups has no "warmups": redis only.
+    kinds = report.get("warmups", ["redis"] if {"rr", "latency", "memory"} & set(report["workloads"]) else [])
+    texts = [text for kind, text in (
+        ("bulk", "a 1-second iperf3 run (bulk)"),
+        ("redis", "2000 redis GETs from 10 clients (request/response, latency, memory)"),
+        ("connrate", "a 1-second wrk run with 10 connections and `Connection: close` (connection rate)"))
+        if kind in kinds]
+    if not texts:
+        return []
+    return ["- **warm-up**: before round 1, a short pass through every target, results discarded: "
+            + "; ".join(texts) + "."]
+
+
+def cpu_method_text(report):
+    """How the balancer CPU of this report's results was measured (see cpu_seconds)."""
+    sources = {r.get("cpu_source", "ticks") for runs in report["results"].values() for rs in runs.values()
+               for r in rs if "cpu_s" in r}
+    if sources <= {"cpuclock"}:
+        return ("in ns: each process's CPU-time clock, `clock_getcpuclockid` + `clock_gettime`, all its threads, "
+                "exited ones included")
+    if sources == {"ticks"}:  # a results.json from before the ns accounting (--render)
+        return "utime + stime of `/proc/PID/stat`, all threads, in 10 ms clock ticks"
+    return ("in ns: each process's CPU-time clock, `clock_getcpuclockid` + `clock_gettime`, all its threads; for "
+            "some runs it was unavailable and the larger of the live threads' `/proc/PID/task/*/schedstat` sum "
+            "and `/proc/PID/stat`'s utime + stime ticks was used")
 
 
 def results_json_name(report_path):
