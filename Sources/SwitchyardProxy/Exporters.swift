@@ -4,6 +4,7 @@ import SwitchyardCore
 private struct ServerTotals {
     var connectionsTotal: UInt64 = 0
     var connectionsActive: UInt64 = 0
+    var connecting: UInt64 = 0
     var bytesFromClients: UInt64 = 0
     var bytesToClients: UInt64 = 0
     var healthChecksPassed: UInt64 = 0
@@ -16,6 +17,7 @@ private struct ServerTotals {
         for s in stats {
             connectionsTotal &+= s.connectionsTotal.value
             connectionsActive &+= s.connectionsActive.value
+            connecting &+= s.connectsPending.value
             bytesFromClients &+= s.bytesFromClients.value
             bytesToClients &+= s.bytesToClients.value
             healthChecksPassed &+= s.healthChecksPassed.value
@@ -76,7 +78,7 @@ private struct Picture {
         func stillOpen(_ shared: SharedService, onlyRemoved: Bool) -> [(name: String, totals: ServerTotals)] {
             shared.serverStats(onlyRemoved: onlyRemoved)
                 .map { (name: $0.name, totals: ServerTotals($0.stats)) }
-                .filter { $0.totals.connectionsActive > 0 }
+                .filter { $0.totals.connectionsActive > 0 || $0.totals.connecting > 0 }
         }
         runtime.pruneRetiredServices()
         retired = runtime.drainingRetiredServices.map { shared in
@@ -126,6 +128,9 @@ enum MetricsExporter {
         }
         w.gauge("switchyard_connections_active", help: "Client connections being relayed to a server now.") { f in
             each { totals, _, labels in f.add(labels: labels, value: totals.connectionsActive) }
+        }
+        w.gauge("switchyard_connections_connecting", help: "Client connections whose connect to the server is in progress.") { f in
+            each { totals, _, labels in f.add(labels: labels, value: totals.connecting) }
         }
         w.counter("switchyard_bytes_received_total", help: "Bytes received from clients.") { f in
             each { totals, _, labels in f.add(labels: labels, value: totals.bytesFromClients) }
@@ -220,6 +225,7 @@ enum StatusExporter {
                                     j.field("state", status.state.rawValue)
                                     j.field("usable", server.usable)
                                     j.field("active_connections", server.totals.connectionsActive)
+                                    j.field("connecting", server.totals.connecting)
                                     j.field("connections_total", server.totals.connectionsTotal)
                                     j.field("bytes_received_total", server.totals.bytesFromClients)
                                     j.field("bytes_sent_total", server.totals.bytesToClients)
@@ -236,12 +242,13 @@ enum StatusExporter {
                                 }
                             }
                         }
-                        // Removed by a reload, connections still open (they take no new ones).
+                        // Removed by a reload, connections still open or connecting (they take no new ones).
                         j.array("removed_servers") { j in
                             for server in service.draining {
                                 j.object { j in
                                     j.field("name", server.name)
                                     j.field("active_connections", server.totals.connectionsActive)
+                                    j.field("connecting", server.totals.connecting)
                                     j.field("connections_total", server.totals.connectionsTotal)
                                 }
                             }
@@ -255,6 +262,7 @@ enum StatusExporter {
                     j.object { j in
                         j.field("name", service.shared.name)
                         j.field("active_connections", service.draining.reduce(0) { $0 &+ $1.totals.connectionsActive })
+                        j.field("connecting", service.draining.reduce(0) { $0 &+ $1.totals.connecting })
                     }
                 }
             }

@@ -33,6 +33,8 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
     private var connectStartedAt: UInt64 = 0
     /// The relayed server's counters (set once relaying starts).
     private var serverStats: ServerStats?
+    /// The counters of the server of the connect attempt in progress (its `connectsPending`).
+    private var pendingStats: ServerStats?
     /// This attempt is a half-open server's single trial connection.
     private var attemptIsTrial = false
     /// The client's address: taken only when something needs it (ip_hash, or the info-level log
@@ -120,6 +122,9 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
         // A trial sets a deadline (a lost trial is forgotten): the control worker's timer must know.
         if trial { worker.runtime.healthDeadlineChanged(service.shared) }
         self.server = chosen
+        let stats = service.stats(for: chosen)
+        stats.connectsPending.add(1)
+        pendingStats = stats
         attemptIsTrial = trial
         attempts += 1
         tried.insert(index)
@@ -147,11 +152,18 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
         }
     }
 
+    /// The connect attempt in progress is over (relayed, failed or abandoned).
+    private func attemptEnded() {
+        pendingStats?.connectsPending.subtract(1)
+        pendingStats = nil
+    }
+
     /// The current attempt failed: report it, give the server slot back and try the next one.
     private func connectFailed(error: UVError?, reason: String, timeout: Bool) {
         guard let failed = server else { return }
         server = nil
-        let stats = service.stats(for: failed)
+        let stats = pendingStats ?? service.stats(for: failed)
+        attemptEnded()
         stats.connectFailures.withLock { $0[ConnectFailureReason(error, timeout: timeout).rawValue] &+= 1 }
         service.logger.debug("connect failed", metadata: ["server": "\(failed.name)", "error": "\(reason)"])
         let notice: HealthNotice?
@@ -222,7 +234,8 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
             return
         }
         phase = .relaying
-        let stats = service.stats(for: server)
+        let stats = pendingStats ?? service.stats(for: server)
+        attemptEnded()
         serverStats = stats
         stats.connectionsTotal.add(1)
         stats.connectionsActive.add(1)
@@ -479,6 +492,7 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
         let wasConnecting = phase == .connecting
         phase = .finished
         serverStats?.connectionsActive.subtract(1)
+        attemptEnded()
         let lifetime = client.loop.now &- startedAt
         service.stats.connectionDuration.withLock { $0.observe(us: lifetime &* 1000) }
         if reason == "no_server" { service.stats.reject(.noServer) }

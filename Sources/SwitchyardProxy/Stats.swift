@@ -110,6 +110,9 @@ final class ServerStats: Sendable {
     let connectionsTotal = SingleWriterCounter()
     /// Relayed connections open now (gauge: incremented and decremented by the owner).
     let connectionsActive = SingleWriterCounter()
+    /// Connects to this server in progress (gauge: a connection counts here until it is relayed
+    /// or its attempt fails).
+    let connectsPending = SingleWriterCounter()
     /// Bytes received from clients (and sent to this server).
     let bytesFromClients = SingleWriterCounter()
     /// Bytes sent to clients (received from this server).

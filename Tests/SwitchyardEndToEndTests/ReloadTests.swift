@@ -214,6 +214,52 @@ struct ReloadTests {
         #expect((after.service("web")?["removed_servers"] as? [[String: Any]])?.isEmpty == true, "\(after)")
     }
 
+    @Test("A server a reload removed while a connection to it is still connecting keeps its series (connecting 1) until the attempt ends; the client is then relayed to the new server")
+    func removedServerSeriesStayWhileConnecting() throws {
+        // Connects to a listener whose accept queue is full hang until the connect timeout.
+        let stalled = try StalledListener()
+        defer { stalled.close() }
+        let second = try Backend(name: "second", behavior: .identify)
+        defer { second.stop() }
+        func config(_ servers: [String]) -> String {
+            OpsConfig.global() + TestConfig.service(
+                "web", balance: "round_robin", servers: servers, connectTimeout: "5s", extra: ["check = none"])
+        }
+        let proxy = try SwitchyardProcess(config: config(["a 127.0.0.1:\(stalled.port)"]))
+        defer { proxy.stop() }
+        let port = try proxy.port("web")
+        let a = ["service": "web", "server": "a"]
+
+        let client = try TestClient(port: port)
+        defer { client.close() }
+        try waitUntil("the connect to a is in progress", timeout: .seconds(10)) {
+            try proxy.metrics().value("switchyard_connections_connecting", a) == 1
+        }
+        let before = try proxy.status()
+        #expect(before.servers(of: "web").first?["connecting"] as? Int == 1, "\(before)")
+        #expect(before.servers(of: "web").first?["active_connections"] as? Int == 0, "\(before)")
+
+        // a removed while its connect is pending: its series and /status entry stay.
+        try proxy.rewriteConfig(config(["b \(second.address)"]))
+        try proxy.reloadBySignal(expectSuccessCount: 1)
+        let removed = try proxy.metrics()
+        #expect(try removed.value("switchyard_connections_connecting", a) == 1, "\(removed.text)")
+        #expect(try removed.value("switchyard_server_up", a) == 0)
+        let status = try proxy.status()
+        let entries = status.service("web")?["removed_servers"] as? [[String: Any]] ?? []
+        #expect(entries.count == 1 && entries.first?["name"] as? String == "a"
+                && entries.first?["connecting"] as? Int == 1 && entries.first?["active_connections"] as? Int == 0,
+                "\(status)")
+
+        // The attempt times out; the retry goes to b, which relays the client.
+        #expect(try client.readLine(timeout: .seconds(15)) == "second")
+        try client.roundTrip("relayed\n")
+        let after = try proxy.metrics()
+        #expect(!after.samples.contains { $0.labels["server"] == "a" }, "\(after.text)")
+        #expect(try after.value("switchyard_connections_active", ["service": "web", "server": "b"]) == 1)
+        #expect(try after.value("switchyard_connections_connecting", ["service": "web", "server": "b"]) == 0)
+    }
+
     @Test("A service a reload removed keeps its series and a /status entry while its connections finish; added back, its counters continue")
     func removedServiceSeriesStayAndCountersContinue() throws {
         let a = try Backend(name: "a", behavior: .identify)
