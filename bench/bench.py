@@ -1048,7 +1048,7 @@ def parse_args(argv):
     ap.add_argument("--workers", default="1", help="Switchyard's [global] workers value (N or auto; default 1)")
     ap.add_argument("--seconds", type=float, default=None, help="duration of the iperf3 and wrk runs (default 5)")
     ap.add_argument("--rr-requests", type=int, default=None, help="redis GET requests, 50 clients (default 200000)")
-    ap.add_argument("--latency-requests", type=int, default=None, help="redis GET requests, 1 client (default 30000)")
+    ap.add_argument("--latency-requests", type=int, default=None, help="redis GET requests, 1 client (default 100000)")
     ap.add_argument("--connrate-clients", type=int, default=50, help="wrk concurrent connections (default 50)")
     ap.add_argument("--memory-conns", type=int, default=None, help="idle connections held (default 4000)")
     ap.add_argument("--busy-poll", default=None, metavar="DURATION",
@@ -1100,7 +1100,7 @@ def parse_args(argv):
         "connrate_seconds": max(1, int(round(sec))),
         "connrate_clients": args.connrate_clients,
         "rr_requests": args.rr_requests or (5000 if smoke else 200000),
-        "latency_requests": args.latency_requests or (1000 if smoke else 30000),
+        "latency_requests": args.latency_requests or (1000 if smoke else 100000),
         "memory_conns": args.memory_conns or (200 if smoke else 4000),
     }
     return args
