@@ -16,8 +16,10 @@ private struct ServerTotals {
     init(_ stats: [ServerStats]) {
         for s in stats {
             connectionsTotal &+= s.connectionsTotal.value
-            connectionsActive &+= s.connectionsActive.value
+            // Connecting read first: a connection moves from connecting to active (active is
+            // counted before connecting drops), so it is never missed by both.
             connecting &+= s.connectsPending.value
+            connectionsActive &+= s.connectionsActive.value
             bytesFromClients &+= s.bytesFromClients.value
             bytesToClients &+= s.bytesToClients.value
             healthChecksPassed &+= s.healthChecksPassed.value

@@ -28,6 +28,10 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
     private(set) var server: ServerDescriptor?
     private var clientKey = ClientKey.none
     private var tried = ServerSet()
+    /// The same servers (those whose attempt failed since the last backoff), and the server list
+    /// their indices in `tried` refer to: a reload may renumber it (see `SharedService.acquire`).
+    private var triedServers: [ServerDescriptor] = []
+    private var triedLayout: UInt64 = 0
     private var attempts = 0
     /// When the current connect attempt started (`preciseNanoseconds`).
     private var connectStartedAt: UInt64 = 0
@@ -107,7 +111,8 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
     /// `1 + retries` attempts. No byte has been relayed yet, so the client only sees a slower connect.
     private func connectNext() {
         guard phase == .connecting else { return }
-        let picked = service.shared.acquire(client: clientKey, excluding: tried, now: client.loop.now)
+        let picked = service.shared.acquire(
+            client: clientKey, excluding: &tried, layout: &triedLayout, triedServers: triedServers, now: client.loop.now)
         if picked == nil && !tried.isEmpty {
             // Every candidate was tried: back off, then try them all again.
             let delay = service.shared.retryDelay(attempt: attempts)
@@ -162,6 +167,7 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
     private func connectFailed(error: UVError?, reason: String, timeout: Bool) {
         guard let failed = server else { return }
         server = nil
+        triedServers.append(failed)
         let stats = pendingStats ?? service.stats(for: failed)
         attemptEnded()
         stats.connectFailures.withLock { $0[ConnectFailureReason(error, timeout: timeout).rawValue] &+= 1 }
@@ -198,6 +204,7 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
         case .backingOff:
             phase = .connecting
             tried = ServerSet()
+            triedServers.removeAll()
             connectNext()
         case .relaying:
             let idle = idleTimeoutMs
@@ -235,10 +242,11 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
         }
         phase = .relaying
         let stats = pendingStats ?? service.stats(for: server)
-        attemptEnded()
         serverStats = stats
         stats.connectionsTotal.add(1)
+        // Active before it stops connecting, so that a scrape never sees it as neither.
         stats.connectionsActive.add(1)
+        attemptEnded()
         let now = client.loop.now
         let connectUs = (client.loop.preciseNanoseconds &- connectStartedAt) / 1000
         stats.connectDuration.withLock { $0.observe(us: connectUs) }

@@ -73,6 +73,9 @@ final class SharedService: Sendable {
         var balancer: Balancer
         var health: ServiceHealth
         var random = SystemRandomNumberGenerator()
+        /// Changes whenever a reload replaces the server list (and so may renumber it): the server
+        /// indices a connection has tried belong to one layout.
+        var layout: UInt64 = 0
         /// Every server name this service has had, with its counters (see `ServerDescriptor.stats`).
         var statsByName: [String: [ServerStats]] = [:]
 
@@ -166,8 +169,20 @@ final class SharedService: Sendable {
 
     /// Picks a server (not one in `tried`), admits it through the health state (half-open servers
     /// take one trial at a time) and counts the connection as taken.
-    func acquire(client: ClientKey, excluding tried: ServerSet, now: UInt64) -> (server: ServerDescriptor, index: Int, trial: Bool)? {
+    /// `tried`: the indices, in server list `layout`, of `triedServers` (the servers this
+    /// connection tried). When a reload has replaced the list since, the indices may name other
+    /// servers: they are worked out again from the servers (one removed since is not in the list).
+    func acquire(
+        client: ClientKey, excluding tried: inout ServerSet, layout: inout UInt64, triedServers: [ServerDescriptor], now: UInt64
+    ) -> (server: ServerDescriptor, index: Int, trial: Bool)? {
         state.withLock { s in
+            if layout != s.layout {
+                tried = ServerSet()
+                for server in triedServers {
+                    if let index = server.slot.index { tried.insert(index) }
+                }
+                layout = s.layout
+            }
             var excluded = tried
             for _ in 0...s.servers.count {
                 guard let index = s.balancer.acquire(client: client, excluding: excluded) else { return nil }
@@ -373,6 +388,7 @@ final class SharedService: Sendable {
             var next = State(config: newConfig, servers: servers, now: now)
             next.health.keepStartupWindow(of: s.health)
             next.random = s.random
+            next.layout = s.layout &+ 1
             next.statsByName.merge(s.statsByName) { current, _ in current }
             for (index, health, held) in carried {
                 next.health.adopt(health, at: index)

@@ -104,20 +104,91 @@ import Testing
         #expect((0..<2).map { s in seq.filter { $0 == s }.count } == [50, 50])
     }
 
-    /// Moving the virtual clock back keeps the order: the same picks with a rebase every few
-    /// thousand picks as without one.
+    /// Moving the virtual clock back keeps the order: the same picks with a rebase every hundred
+    /// or so picks as without one, through retries, servers going and coming back, slow start,
+    /// backups and panic.
     @Test func rebasingKeepsTheSequence() {
-        let pool = ServerPool(schedServers("a", "b", "c", "d", weights: [5, 3, 1, 1]))
-        var often = WeightedRoundRobin(pool: pool, rebaseAt: 1 << 48)
-        var never = WeightedRoundRobin(pool: pool, rebaseAt: .max)
+        let specs = schedServers("a", "b", "c", "d", "e", weights: [5, 3, 1, 1, 2]).enumerated().map {
+            BackendSpec(name: $0.element.name, weight: $0.element.weight, backup: $0.offset == 4)
+        }
+        var often = Balancer(algorithm: .roundRobin, servers: specs, roundRobinRebaseAt: 1 << 46)
+        var never = Balancer(algorithm: .roundRobin, servers: specs, roundRobinRebaseAt: .max)
+        var random = SchedTestRandom(seed: 7)
+        var held: [Int] = []
         for i in 0..<100_000 {
-            let x = often.pick(from: .primary, panic: false, client: .none, excluding: ServerSet(), pool: pool)
-            let y = never.pick(from: .primary, panic: false, client: .none, excluding: ServerSet(), pool: pool)
-            if x != y {
-                Issue.record("pick \(i): \(String(describing: x)) with rebases, \(String(describing: y)) without")
-                break
+            switch random.below(100) {
+            case 0..<3:
+                let s = random.below(specs.count)
+                let usable = random.chance(60)
+                often.setUsable(s, usable)
+                never.setUsable(s, usable)
+            case 3..<5:
+                let s = random.below(specs.count)
+                let factor = [0.1, 0.25, 0.5, 1.0][random.below(4)]
+                often.setWeightFactor(s, factor)
+                never.setWeightFactor(s, factor)
+            default:
+                var tried = ServerSet()
+                if random.chance(10) { tried.insert(random.below(specs.count)) }
+                let x = often.acquire(client: .none, excluding: tried)
+                let y = never.acquire(client: .none, excluding: tried)
+                if x != y {
+                    Issue.record("step \(i): \(String(describing: x)) with rebases, \(String(describing: y)) without")
+                    return
+                }
+                if let x { held.append(x) }
+                if held.count > 20 {
+                    let s = held.removeFirst()
+                    often.release(s)
+                    never.release(s)
+                }
             }
         }
+    }
+
+    /// A server down for a long time does not get a run of picks when panic starts: every server
+    /// resumes its turn.
+    @Test func panicAfterALongOutageRotates() {
+        var b = Balancer(algorithm: .roundRobin, servers: schedServers("a", "b", "c"))
+        b.setUsable(0, false)
+        _ = b.schedSequence(3000)
+        b.setUsable(1, false)
+        b.setUsable(2, false)
+        let seq = b.schedSequence(30)
+        #expect((0..<3).map { s in seq.filter { $0 == s }.count } == [10, 10, 10], "\(seq)")
+        #expect(zip(seq, seq.dropFirst()).allSatisfy { $0 != $1 }, "\(seq)")
+        // Out of panic: b back, then a and c; each again a third.
+        b.setUsable(1, true)
+        #expect(b.schedSequence(3) == [1, 1, 1])
+        b.setUsable(0, true)
+        b.setUsable(2, true)
+        let after = b.schedSequence(30)
+        #expect((0..<3).map { s in after.filter { $0 == s }.count } == [10, 10, 10], "\(after)")
+    }
+
+    /// A server that goes and comes back between two picks (a flapping health check) keeps its
+    /// turn exactly: the sequence is the one without the flaps, wherever it stands in the list.
+    @Test(arguments: [0, 3])
+    func aFlappingServerKeepsItsShare(_ flapping: Int) {
+        var steady = Balancer(algorithm: .roundRobin, servers: schedServers("a", "b", "c", "d"))
+        var flappy = Balancer(algorithm: .roundRobin, servers: schedServers("a", "b", "c", "d"))
+        var seq: [Int?] = []
+        for i in 0..<400 {
+            if i % 2 == 0 {
+                flappy.setUsable(flapping, false)
+                flappy.setUsable(flapping, true)
+            }
+            seq += flappy.schedSequence(1)
+        }
+        #expect(seq == steady.schedSequence(400))
+        // Down for one pick in every five: it misses those picks, no more.
+        var down = Balancer(algorithm: .roundRobin, servers: schedServers("a", "b", "c", "d"))
+        var counts = [0, 0, 0, 0]
+        for i in 0..<4000 {
+            down.setUsable(flapping, i % 5 != 0)
+            if let s = down.schedSequence(1).first ?? nil { counts[s] += 1 }
+        }
+        #expect(counts[flapping] >= 800 && counts[flapping] <= 1000, "\(counts)")
     }
 }
 

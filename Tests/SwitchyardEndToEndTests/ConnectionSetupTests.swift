@@ -26,7 +26,7 @@ struct ConnectionSetupTests {
         defer { refusing.close() }
         let backend = try Backend(name: "replier", behavior: .replyAfterEOF(replyBytes: replySize))
         defer { backend.stop() }
-        // Smooth weighted round robin picks the heavier server first: the refusing one, so the
+        // Weighted round robin picks the heavier server first: the refusing one, so the
         // first client's connect fails and is retried on the replier with the same bytes. No
         // probes: they would take the refusing server down before any client tries it.
         let proxy = try SwitchyardProcess(config: TestConfig.global(logLevel: "debug") + TestConfig.service(

@@ -216,14 +216,15 @@ struct ReloadTests {
 
     @Test("A server a reload removed while a connection to it is still connecting keeps its series (connecting 1) until the attempt ends; the client is then relayed to the new server")
     func removedServerSeriesStayWhileConnecting() throws {
-        // Connects to a listener whose accept queue is full hang until the connect timeout.
+        // Connects to a listener whose accept queue is full hang (SYNs dropped) until it closes:
+        // the next SYN retransmit is then refused.
         let stalled = try StalledListener()
         defer { stalled.close() }
         let second = try Backend(name: "second", behavior: .identify)
         defer { second.stop() }
         func config(_ servers: [String]) -> String {
             OpsConfig.global() + TestConfig.service(
-                "web", balance: "round_robin", servers: servers, connectTimeout: "5s", extra: ["check = none"])
+                "web", balance: "round_robin", servers: servers, connectTimeout: "60s", extra: ["check = none"])
         }
         let proxy = try SwitchyardProcess(config: config(["a 127.0.0.1:\(stalled.port)"]))
         defer { proxy.stop() }
@@ -251,13 +252,49 @@ struct ReloadTests {
                 && entries.first?["connecting"] as? Int == 1 && entries.first?["active_connections"] as? Int == 0,
                 "\(status)")
 
-        // The attempt times out; the retry goes to b, which relays the client.
-        #expect(try client.readLine(timeout: .seconds(15)) == "second")
+        // a's listener goes: the attempt is refused at the next SYN retransmit (1, 3, 7, 15 s after
+        // the first), and the retry goes to b (a's old index is b's now: the tried set of the
+        // old server list is forgotten, so no backoff), which relays the client.
+        stalled.close()
+        #expect(try client.readLine(timeout: .seconds(40)) == "second")
         try client.roundTrip("relayed\n")
         let after = try proxy.metrics()
         #expect(!after.samples.contains { $0.labels["server"] == "a" }, "\(after.text)")
         #expect(try after.value("switchyard_connections_active", ["service": "web", "server": "b"]) == 1)
         #expect(try after.value("switchyard_connections_connecting", ["service": "web", "server": "b"]) == 0)
+    }
+
+    @Test("A connect that fails after a reload renumbered the servers is retried on a server it has not tried, not on the one that failed")
+    func retryAfterARenumberingReloadSkipsTheFailedServer() throws {
+        let stalled = try StalledListener()
+        defer { stalled.close() }
+        let fresh = try Backend(name: "fresh", behavior: .identify)
+        defer { fresh.stop() }
+        func config(_ servers: [String]) -> String {
+            OpsConfig.global() + TestConfig.service(
+                "web", balance: "round_robin", servers: servers, connectTimeout: "60s", extra: ["check = none"])
+        }
+        let x = "x 127.0.0.1:\(stalled.port)"
+        let proxy = try SwitchyardProcess(config: config([x]))
+        defer { proxy.stop() }
+        let port = try proxy.port("web")
+
+        let client = try TestClient(port: port)
+        defer { client.close() }
+        try waitUntil("the connect to x is in progress", timeout: .seconds(10)) {
+            try proxy.metrics().value("switchyard_connections_connecting", ["service": "web", "server": "x"]) == 1
+        }
+        // y takes x's index 0, x (kept: same name and address) moves to 1.
+        try proxy.rewriteConfig(config(["y \(fresh.address)", x]))
+        try proxy.reloadBySignal(expectSuccessCount: 1)
+        // x's listener goes: the pending connect is refused at the next SYN retransmit. The retry
+        // must go to y; x, which now refuses at once, is not tried again.
+        stalled.close()
+        #expect(try client.readLine(timeout: .seconds(40)) == "fresh")
+        let metrics = try proxy.metrics()
+        #expect(try metrics.value("switchyard_connect_failures_total", ["service": "web", "server": "x", "reason": "refused"]) == 1,
+                "\(metrics.text)")
+        #expect(try metrics.value("switchyard_retries_total", ["service": "web"]) == 1)
     }
 
     @Test("A service a reload removed keeps its series and a /status entry while its connections finish; added back, its counters continue")

@@ -36,11 +36,20 @@ public struct Balancer: Sendable {
     ///     65537 keeps the remapping on a server change near the theoretical minimum for up to
     ///     a few hundred servers (Maglev's recommendation: M ≥ 100 × servers).
     public init(algorithm: BalanceAlgorithm, servers: [BackendSpec], panic: Bool = true, maglevTableSize: Int = 65537) {
+        self.init(algorithm: algorithm, servers: servers, panic: panic, maglevTableSize: maglevTableSize,
+                  roundRobinRebaseAt: WeightedRoundRobin.defaultRebaseAt)
+    }
+
+    /// Tests: `roundRobinRebaseAt` is when round_robin moves its virtual clock back (see
+    /// `WeightedRoundRobin`), made small to exercise it.
+    init(algorithm: BalanceAlgorithm, servers: [BackendSpec], panic: Bool = true, maglevTableSize: Int = 65537,
+         roundRobinRebaseAt: UInt64) {
         self.algorithm = algorithm
         self.panicEnabled = panic
         let pool = ServerPool(servers)
         self.pool = pool
-        self.scheduler = AnyScheduler(algorithm, pool: pool, maglevTableSize: maglevTableSize)
+        self.scheduler = AnyScheduler(algorithm, pool: pool, maglevTableSize: maglevTableSize,
+                                      roundRobinRebaseAt: roundRobinRebaseAt)
     }
 
     /// Number of servers (primaries and backups).

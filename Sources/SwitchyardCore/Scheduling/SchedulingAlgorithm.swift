@@ -96,12 +96,12 @@ struct AnyScheduler: SchedulingAlgorithm {
     private var ipHash: MaglevHash?
     private var roundRobin: WeightedRoundRobin?
 
-    init(_ algorithm: BalanceAlgorithm, pool: ServerPool, maglevTableSize: Int) {
+    init(_ algorithm: BalanceAlgorithm, pool: ServerPool, maglevTableSize: Int, roundRobinRebaseAt: UInt64) {
         kind = algorithm
         switch algorithm {
         case .leastConn: leastConn = LeastConnections(pool: pool)
         case .ipHash: ipHash = MaglevHash(pool: pool, tableSize: maglevTableSize)
-        case .roundRobin: roundRobin = WeightedRoundRobin(pool: pool)
+        case .roundRobin: roundRobin = WeightedRoundRobin(pool: pool, rebaseAt: roundRobinRebaseAt)
         }
     }
 

@@ -1,31 +1,35 @@
 // round_robin, weighted: earliest virtual deadline first (Envoy's EDF scheduler, stride scheduling).
 //
 // Every server has a virtual deadline; the pick is the earliest one (ties: least recently picked),
-// whose deadline then moves on by its stride, `unit / effective weight`. Each server's picks stay
-// within one of its share over any stretch, and are spread out: weights 5/1/1 give
-// `a a a a b a c`, repeating (the cycle of nginx's smooth weighted round robin), and equal weights
-// rotate in configuration order. Server i of a tier of n starts (i+1)/n of a stride into the cycle,
-// so that servers of equal weight interleave instead of coming in pairs.
+// whose deadline then moves on by its stride, `unit / effective weight`. Each server's picks follow
+// its share closely and are spread out: weights 5/1/1 give `a a a a b a c`, repeating (the cycle of
+// nginx's smooth weighted round robin), and equal weights rotate in configuration order. Server i
+// of a tier of n starts (i+1)/n of a stride into the cycle, so that servers of equal weight
+// interleave instead of coming in pairs.
 //
 // Index: `TieredServerHeaps` keyed by (deadline, last pick). Pick O(log n) (the picked server's
-// deadline moves on), state change O(log n); panic mode scans the tier, O(n). Connections taken
-// and released do not matter.
+// deadline moves on), state change O(log n); panic mode scans the tier, O(n), and entering or
+// leaving it touches every server once. Connections taken and released do not matter.
 //
-// Virtual time, per tier: the deadline of the last pick. A server that becomes usable starts its
-// (i+1)/n of a stride after it, so it neither bursts nor starves because of where it stood before;
-// a weight change (slow start) rescales what is left of its current stride. Deadlines are fixed
-// point (`unit` per unit of effective weight); once a tier's virtual time reaches `rebaseAt`
-// (2^62: after at least 400,000 picks) every deadline of the tier moves back by it, O(n).
+// Virtual time, per tier: the deadline of the last pick. A server that leaves (unusable) keeps how
+// far ahead of it its deadline was, and comes back that far ahead of the virtual time then: it
+// resumes its turn, neither jumping the queue nor losing its place, however often it flaps. In
+// panic (no usable server at all) every server resumes that way. A weight change (slow start)
+// rescales what is left of the current stride. Deadlines are fixed point (`unit` per unit of
+// effective weight); once a tier's virtual time reaches `rebaseAt` (2^62: after at least 400,000
+// picks) every deadline of the tier moves back by half of that, O(n), which keeps their order.
 
 struct WeightedRoundRobin: SchedulingAlgorithm {
     static let unit: UInt64 = 1 << 50
+    static let defaultRebaseAt: UInt64 = 1 << 62
 
     private var heaps: TieredServerHeaps
     private var order: DeadlineOrder
     /// Per server: `unit / effective weight`, as last applied.
     private var stride: [UInt64]
-    /// Per server: its position in its tier, plus one (its share of the initial stagger).
-    private let phase: [UInt64]
+    /// Per server out of its heap: how far ahead of its tier's virtual time its deadline was when
+    /// it left (0...stride).
+    private var lag: [UInt64]
     /// Virtual time of each tier.
     private var now: (UInt64, UInt64) = (0, 0)
     private var clock: UInt64
@@ -44,20 +48,23 @@ struct WeightedRoundRobin: SchedulingAlgorithm {
         }
     }
 
-    init(pool: ServerPool, rebaseAt: UInt64 = 1 << 62) {
+    init(pool: ServerPool, rebaseAt: UInt64 = defaultRebaseAt) {
         let n = pool.count
         self.rebaseAt = rebaseAt
         heaps = TieredServerHeaps(pool: pool)
         order = DeadlineOrder(deadline: Array(repeating: 0, count: n), lastPicked: (0..<n).map { UInt64($0) })
         stride = pool.effectiveWeight.map { Self.unit / UInt64($0) }
-        var phase = Array(repeating: UInt64(0), count: n)
+        // Server i of a tier of n starts (i+1)/n of its stride ahead.
+        lag = Array(repeating: 0, count: n)
         for members in [pool.primaries, pool.backups] {
-            for (k, server) in members.enumerated() { phase[server] = UInt64(k + 1) }
+            for (k, server) in members.enumerated() {
+                lag[server] = stride[server] / UInt64(members.count) * UInt64(k + 1)
+                order.deadline[server] = lag[server]
+            }
         }
-        self.phase = phase
         clock = UInt64(n)
         for server in 0..<n where pool.usable[server] {
-            start(server, pool: pool)
+            heaps.insert(server, by: order, pool: pool)
         }
     }
 
@@ -91,43 +98,61 @@ struct WeightedRoundRobin: SchedulingAlgorithm {
     mutating func serverStateChanged(_ server: Int, _ change: ServerStateChange, pool: ServerPool) {
         switch change {
         case .usability:
+            let anyUsable = pool.usablePrimaries + pool.usableBackups > 0
             if pool.usable[server] && !heaps.contains(server) {
-                start(server, pool: pool)
-            } else if !pool.usable[server] {
+                if pool.usablePrimaries + pool.usableBackups == 1 {
+                    // The end of panic, whose picks moved every deadline on: where each stands now.
+                    for s in 0..<pool.count { lag[s] = ahead(s, pool: pool) }
+                }
+                order.deadline[server] = now(pool.tier[server]) + lag[server]
+                heaps.insert(server, by: order, pool: pool)
+            } else if !pool.usable[server] && heaps.contains(server) {
+                lag[server] = ahead(server, pool: pool)
                 heaps.remove(server, by: order, pool: pool)
+                if !anyUsable {
+                    // Panic: every server is a candidate again, each resuming its turn.
+                    for s in 0..<pool.count { order.deadline[s] = now(pool.tier[s]) + lag[s] }
+                }
             }
         case .weight:
             let old = stride[server]
             let new = Self.unit / UInt64(pool.effectiveWeight[server])
             stride[server] = new
-            guard heaps.contains(server), new != old else { return }
-            // What is left of the current stride, rescaled: remaining × new / old, where
-            // remaining ≤ old except for a server passed over by retries (then clamped).
-            let t = pool.tier[server]
-            let remaining = min(order.deadline[server] - min(order.deadline[server], now(t)), old)
-            let scaled = old.dividingFullWidth(remaining.multipliedFullWidth(by: new)).quotient
-            order.deadline[server] = now(t) + scaled
-            heaps.keyChanged(server, by: order, pool: pool)
+            guard new != old else { return }
+            // What is left of the current stride, rescaled: left × new / old (left ≤ old).
+            func rescaled(_ left: UInt64) -> UInt64 {
+                old.dividingFullWidth(left.multipliedFullWidth(by: new)).quotient
+            }
+            if heaps.contains(server) {
+                let t = pool.tier[server]
+                // A server already due (passed over by a retry) stays due.
+                guard order.deadline[server] > now(t) else { return }
+                order.deadline[server] = now(t) + rescaled(ahead(server, pool: pool))
+                heaps.keyChanged(server, by: order, pool: pool)
+            } else {
+                lag[server] = rescaled(lag[server])
+            }
         }
     }
 
-    /// `server` (usable) joins its tier's cycle, (i+1)/n of its stride after the tier's virtual time.
-    private mutating func start(_ server: Int, pool: ServerPool) {
-        let t = pool.tier[server]
-        let members = UInt64(pool.members(t).count)
-        order.deadline[server] = now(t) + stride[server] / members * phase[server]
-        heaps.insert(server, by: order, pool: pool)
+    /// How far `server`'s deadline is ahead of its tier's virtual time, within 0...stride.
+    @inline(__always)
+    private func ahead(_ server: Int, pool: ServerPool) -> UInt64 {
+        let d = order.deadline[server]
+        let t = now(pool.tier[server])
+        return min(d > t ? d - t : 0, stride[server])
     }
 
-    /// Moves the tier's virtual time and every deadline in it back by the virtual time, which keeps
-    /// the order (a deadline already behind it becomes 0; ties then go by last pick).
+    /// Moves the tier's virtual time and every deadline in it back by `now - rebaseAt/2`: the order
+    /// stays (only a deadline more than rebaseAt/2 behind the virtual time, which no live server
+    /// has, would become 0).
     private mutating func rebase(_ tier: ServerTier, pool: ServerPool) {
-        let base = now(tier)
+        let base = now(tier) - rebaseAt / 2
         for server in pool.members(tier) {
             let d = order.deadline[server]
             order.deadline[server] = d > base ? d - base : 0
         }
-        setNow(tier, 0)
+        setNow(tier, now(tier) - base)
         heaps.reorder(tier, by: order, pool: pool)
     }
 }
