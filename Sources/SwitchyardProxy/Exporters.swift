@@ -18,7 +18,7 @@ private struct ServerTotals {
             connectionsTotal &+= s.connectionsTotal.value
             // Connecting read first: a connection moves from connecting to active (active is
             // counted before connecting drops), so it is never missed by both.
-            connecting &+= s.connectsPending.value
+            connecting &+= s.connectsPending.acquiringValue
             connectionsActive &+= s.connectionsActive.value
             bytesFromClients &+= s.bytesFromClients.value
             bytesToClients &+= s.bytesToClients.value

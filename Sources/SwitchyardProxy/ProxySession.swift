@@ -159,7 +159,8 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
 
     /// The connect attempt in progress is over (relayed, failed or abandoned).
     private func attemptEnded() {
-        pendingStats?.connectsPending.subtract(1)
+        // Releasing: a scrape that sees the connect over also sees the connection counted active.
+        pendingStats?.connectsPending.releasingSubtract(1)
         pendingStats = nil
     }
 
@@ -204,7 +205,7 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
         case .backingOff:
             phase = .connecting
             tried = ServerSet()
-            triedServers.removeAll()
+            triedServers.removeAll(keepingCapacity: true)
             connectNext()
         case .relaying:
             let idle = idleTimeoutMs

@@ -158,10 +158,6 @@ final class SharedService: Sendable {
     /// Every worker's counters for `server`.
     func stats(for server: ServerDescriptor) -> [ServerStats] { server.stats }
 
-    func withState<R>(_ body: (inout State) -> R) -> R {
-        state.withLock { body(&$0) }
-    }
-
     var config: ServiceConfig { state.withLock { $0.config } }
     var servers: [ServerDescriptor] { state.withLock { $0.servers } }
 

@@ -103,6 +103,15 @@ struct SingleWriterCounter: ~Copyable, Sendable {
     }
 
     var value: UInt64 { atomic.load(ordering: .relaxed) }
+
+    /// `subtract` whose store is ordered after the owner's earlier writes (pairs with
+    /// `acquiringValue`: a reader that sees the new value sees those writes too).
+    @inline(__always)
+    func releasingSubtract(_ n: UInt64) {
+        atomic.store(atomic.load(ordering: .relaxed) &- n, ordering: .releasing)
+    }
+
+    var acquiringValue: UInt64 { atomic.load(ordering: .acquiring) }
 }
 
 /// One worker's counters for one upstream server.

@@ -146,6 +146,27 @@ import Testing
         }
     }
 
+    /// Slow start ending right after the warming server's pick: what is left of its (long) stride
+    /// shrinks with it, so it is not picked again at once, nor kept waiting.
+    @Test func aWeightChangeRescalesTheRestOfTheStride() {
+        var b = Balancer(algorithm: .roundRobin, servers: schedServers("a", "b"))
+        b.setWeightFactor(0, 0.1)
+        var seq = b.schedSequence(12)
+        #expect(seq.filter { $0 == 0 }.count == 1, "\(seq)")
+        while seq.last != 0 { seq = b.schedSequence(1) }  // a was just picked
+        b.setWeightFactor(0, 1.0)
+        #expect(b.schedSequence(6) == [1, 0, 1, 0, 1, 0])
+        // The same in panic (every server down, picks among all by their turns).
+        b.setWeightFactor(0, 0.1)
+        b.setUsable(0, false)
+        b.setUsable(1, false)
+        seq = b.schedSequence(22)
+        #expect(seq.filter { $0 == 0 }.count == 2, "\(seq)")
+        while seq.last != 0 { seq = b.schedSequence(1) }
+        b.setWeightFactor(0, 1.0)
+        #expect(b.schedSequence(6) == [1, 0, 1, 0, 1, 0])
+    }
+
     /// A server down for a long time does not get a run of picks when panic starts: every server
     /// resumes its turn.
     @Test func panicAfterALongOutageRotates() {

@@ -16,8 +16,9 @@
 // resumes its turn, neither jumping the queue nor losing its place, however often it flaps. In
 // panic (no usable server at all) every server resumes that way. A weight change (slow start)
 // rescales what is left of the current stride. Deadlines are fixed point (`unit` per unit of
-// effective weight); once a tier's virtual time reaches `rebaseAt` (2^62: after at least 400,000
-// picks) every deadline of the tier moves back by half of that, O(n), which keeps their order.
+// effective weight); once a tier's virtual time reaches `rebaseAt` (2^62: the first time after at
+// least 400,000 picks, then every 200,000 or more) every deadline of the tier moves back by half of
+// that, O(n), which keeps their order.
 
 struct WeightedRoundRobin: SchedulingAlgorithm {
     static let unit: UInt64 = 1 << 50
@@ -48,7 +49,9 @@ struct WeightedRoundRobin: SchedulingAlgorithm {
         }
     }
 
+    /// `rebaseAt`: at most 2^62 (so that no deadline can overflow), or `.max` for never (tests).
     init(pool: ServerPool, rebaseAt: UInt64 = defaultRebaseAt) {
+        precondition(rebaseAt <= Self.defaultRebaseAt || rebaseAt == .max, "rebaseAt above 2^62")
         let n = pool.count
         self.rebaseAt = rebaseAt
         heaps = TieredServerHeaps(pool: pool)
@@ -117,21 +120,24 @@ struct WeightedRoundRobin: SchedulingAlgorithm {
         case .weight:
             let old = stride[server]
             let new = Self.unit / UInt64(pool.effectiveWeight[server])
-            stride[server] = new
             guard new != old else { return }
             // What is left of the current stride, rescaled: left × new / old (left ≤ old).
             func rescaled(_ left: UInt64) -> UInt64 {
-                old.dividingFullWidth(left.multipliedFullWidth(by: new)).quotient
+                old.dividingFullWidth(min(left, old).multipliedFullWidth(by: new)).quotient
             }
-            if heaps.contains(server) {
-                let t = pool.tier[server]
+            // The deadline is live for a server in its heap, and for every server in panic.
+            if heaps.contains(server) || pool.usablePrimaries + pool.usableBackups == 0 {
+                let t = now(pool.tier[server])
+                let d = order.deadline[server]
                 // A server already due (passed over by a retry) stays due.
-                guard order.deadline[server] > now(t) else { return }
-                order.deadline[server] = now(t) + rescaled(ahead(server, pool: pool))
-                heaps.keyChanged(server, by: order, pool: pool)
+                if d > t {
+                    order.deadline[server] = t + rescaled(d - t)
+                    heaps.keyChanged(server, by: order, pool: pool)
+                }
             } else {
                 lag[server] = rescaled(lag[server])
             }
+            stride[server] = new
         }
     }
 
