@@ -382,6 +382,13 @@ final class SharedService: Sendable {
                     ?? ServerDescriptor(config: serverConfig, workers: workerCount, stats: s.statsByName[name], names: names))
             }
             var next = State(config: newConfig, servers: servers, now: now)
+            // Round robin goes on where it was: each server that stays (by name, moved or not)
+            // keeps its place in the cycle.
+            var oldIndex: [String: Int] = [:]
+            for (index, server) in s.servers.enumerated() { oldIndex[server.name] = index }
+            next.balancer.carryTurns(
+                from: s.balancer,
+                pairs: servers.enumerated().compactMap { new, server in oldIndex[server.name].map { (old: $0, new: new) } })
             next.health.keepStartupWindow(of: s.health)
             next.random = s.random
             next.layout = s.layout &+ 1

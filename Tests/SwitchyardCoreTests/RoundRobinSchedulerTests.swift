@@ -167,6 +167,41 @@ import Testing
         #expect(b.schedSequence(6) == [1, 0, 1, 0, 1, 0])
     }
 
+    /// A reload builds a new Balancer: with the turns carried over, the same servers go on with
+    /// exactly the sequence the old Balancer would have given, a server down included.
+    @Test func carriedTurnsContinueTheSequence() {
+        let specs = schedServers("a", "b", "c", "d", weights: [3, 1, 2, 1])
+        var old = Balancer(algorithm: .roundRobin, servers: specs)
+        _ = old.schedSequence(9)
+        old.setUsable(2, false)
+        _ = old.schedSequence(4)
+        old.setWeightFactor(3, 0.5)
+        var reference = old
+        var new = Balancer(algorithm: .roundRobin, servers: specs)
+        new.carryTurns(from: old, pairs: (0..<4).map { (old: $0, new: $0) })
+        new.setUsable(2, false)  // the health state is applied after, as a reload does
+        new.setWeightFactor(3, 0.5)
+        #expect(new.schedSequence(40) == reference.schedSequence(40))
+        new.setUsable(2, true)
+        reference.setUsable(2, true)
+        #expect(new.schedSequence(40) == reference.schedSequence(40))
+    }
+
+    /// Servers reordered and one added by a reload: the rotation goes on by name (b and c, then
+    /// a, just picked, last), and the new server joins it at its starting place (a quarter of a
+    /// stride in, before b's third).
+    @Test func carriedTurnsFollowTheServersByName() {
+        var old = Balancer(algorithm: .roundRobin, servers: schedServers("a", "b", "c"))
+        #expect(old.schedSequence(4) == [0, 1, 2, 0])
+        var new = Balancer(algorithm: .roundRobin, servers: schedServers("d", "c", "b", "a"))
+        new.carryTurns(from: old, pairs: [(old: 0, new: 3), (old: 1, new: 2), (old: 2, new: 1)])
+        let names = new.schedSequence(12).map { new.servers[$0!].name }.joined()
+        #expect(names == "dbcadbcadbca")
+        // Without the carry the new Balancer starts with its first server.
+        var fresh = Balancer(algorithm: .roundRobin, servers: schedServers("d", "c", "b", "a"))
+        #expect(fresh.schedSequence(1) == [0])
+    }
+
     /// A server down for a long time does not get a run of picks when panic starts: every server
     /// resumes its turn.
     @Test func panicAfterALongOutageRotates() {

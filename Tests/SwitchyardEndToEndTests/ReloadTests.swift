@@ -297,6 +297,40 @@ struct ReloadTests {
         #expect(try metrics.value("switchyard_retries_total", ["service": "web"]) == 1)
     }
 
+    @Test("round_robin goes on where it was across a reload: the next connection goes to the next server, not to the first again")
+    func roundRobinRotationSurvivesAReload() throws {
+        let backends = try ["first", "second", "third"].map { try Backend(name: $0, behavior: .identify) }
+        defer { backends.forEach { $0.stop() } }
+        func config(connectTimeout: String) -> String {
+            OpsConfig.global() + TestConfig.service(
+                "web", balance: "round_robin",
+                servers: ["a \(backends[0].address)", "b \(backends[1].address)", "c \(backends[2].address)"],
+                connectTimeout: connectTimeout, extra: ["check = none"])
+        }
+        let proxy = try SwitchyardProcess(config: config(connectTimeout: "2s"))
+        defer { proxy.stop() }
+        let port = try proxy.port("web")
+        var seen: [String] = []
+        for _ in 0..<4 {
+            let (client, name) = try Self.connectAndIdentify(port: port)
+            client.close()
+            seen.append(name)
+        }
+        #expect(seen == ["first", "second", "third", "first"])
+
+        // A reload (the service is rebuilt with a new connect timeout, its servers stay): b is
+        // next, then c, then a; before, the rotation started again at a.
+        try proxy.rewriteConfig(config(connectTimeout: "3s"))
+        try proxy.reloadBySignal(expectSuccessCount: 1)
+        var after: [String] = []
+        for _ in 0..<3 {
+            let (client, name) = try Self.connectAndIdentify(port: port)
+            client.close()
+            after.append(name)
+        }
+        #expect(after == ["second", "third", "first"], "\(after)")
+    }
+
     @Test("A service a reload removed keeps its series and a /status entry while its connections finish; added back, its counters continue")
     func removedServiceSeriesStayAndCountersContinue() throws {
         let a = try Backend(name: "a", behavior: .identify)

@@ -1,4 +1,5 @@
 import Dispatch
+import Foundation
 import Synchronization
 import Testing
 @testable import SwitchyardUV
@@ -115,11 +116,15 @@ private final class JobCounter: Sendable {
             let counter = JobCounter()
             let senders = DispatchGroup()
             for _ in 0..<2 {
-                DispatchQueue.global().async(group: senders) {
+                // Threads of their own: on 2 cores the global queue's threads may all be taken by
+                // other tests, and the senders would not start before the close gives up.
+                senders.enter()
+                Thread.detachNewThread {
                     while !counter.stop.load(ordering: .relaxed) {
                         loop.execute { counter.ran.add(1, ordering: .relaxed) }
                         counter.submitted.add(1, ordering: .relaxed)
                     }
+                    senders.leave()
                 }
             }
             // Close from a job once the senders' work is flowing: the loop then runs out of

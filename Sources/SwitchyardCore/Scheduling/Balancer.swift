@@ -112,6 +112,16 @@ public struct Balancer: Sendable {
         }
     }
 
+    /// A reload builds a new Balancer: `pairs` (a server's index in `old`, its index here) carries
+    /// each server's place in the round_robin cycle over, so that the rotation goes on where it
+    /// was rather than starting again at the first server (least_conn needs nothing: the open
+    /// connections are carried by `assumeTaken`; ip_hash keeps no turns). Pairs out of range are
+    /// ignored.
+    public mutating func carryTurns(from old: Balancer, pairs: [(old: Int, new: Int)]) {
+        let valid = pairs.filter { old.pool.specs.indices.contains($0.old) && pool.specs.indices.contains($0.new) }
+        scheduler.carryTurns(from: old.scheduler, pairs: valid, pool: pool, oldPool: old.pool)
+    }
+
     /// Health layer: mark a server usable or not (down/ejected/disabled/draining).
     /// Servers start usable. Connections already counted on a server stay counted until released.
     public mutating func setUsable(_ server: Int, _ usable: Bool) {

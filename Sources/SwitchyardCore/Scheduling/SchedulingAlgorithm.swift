@@ -113,6 +113,12 @@ struct AnyScheduler: SchedulingAlgorithm {
         }
     }
 
+    /// See `Balancer.carryTurns` (round_robin only: the other algorithms keep no turns).
+    mutating func carryTurns(from old: AnyScheduler, pairs: [(old: Int, new: Int)], pool: ServerPool, oldPool: ServerPool) {
+        guard kind == .roundRobin, old.kind == .roundRobin else { return }
+        roundRobin!.carryTurns(from: old.roundRobin!, pairs: pairs, pool: pool, oldPool: oldPool)
+    }
+
     mutating func connectionTaken(_ server: Int, pool: ServerPool) {
         switch kind {
         case .leastConn: leastConn!.connectionTaken(server, pool: pool)

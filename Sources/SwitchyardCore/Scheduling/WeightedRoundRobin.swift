@@ -141,6 +141,25 @@ struct WeightedRoundRobin: SchedulingAlgorithm {
         }
     }
 
+    /// A reload built this scheduler afresh: each server of `pairs` (its index in `old`, its index
+    /// here) takes over its place in `old`'s cycle (the same share of its stride ahead of the
+    /// virtual time, the same last pick), so that the rotation goes on where it was instead of
+    /// starting again at the first server. Servers new here keep their starting place.
+    mutating func carryTurns(from old: WeightedRoundRobin, pairs: [(old: Int, new: Int)], pool: ServerPool, oldPool: ServerPool) {
+        for (o, n) in pairs where pool.tier[n] == oldPool.tier[o] {
+            let oldStride = old.stride[o]
+            let live = old.heaps.contains(o) || oldPool.usablePrimaries + oldPool.usableBackups == 0
+            let left = min(live ? old.ahead(o, pool: oldPool) : old.lag[o], oldStride)
+            let carried = oldStride.dividingFullWidth(left.multipliedFullWidth(by: stride[n])).quotient
+            lag[n] = carried
+            if heaps.contains(n) { order.deadline[n] = now(pool.tier[n]) + carried }
+            order.lastPicked[n] = old.order.lastPicked[o]
+        }
+        clock = max(clock, old.clock)
+        heaps.reorder(.primary, by: order, pool: pool)
+        heaps.reorder(.backup, by: order, pool: pool)
+    }
+
     /// How far `server`'s deadline is ahead of its tier's virtual time, within 0...stride.
     @inline(__always)
     private func ahead(_ server: Int, pool: ServerPool) -> UInt64 {
