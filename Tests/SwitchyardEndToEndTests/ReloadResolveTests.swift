@@ -305,10 +305,20 @@ struct ReloadResolveTests {
     func serversFollowTheirNames() throws {
         let dns = try SlowResolver()
         defer { dns.remove() }
-        let old = try Backend(name: "old", behavior: .identify)
+        // The same port on another loopback address: only the name's answer tells them apart. The
+        // port is free on 127.0.0.1, not necessarily on 127.0.0.2 (a client of another test may
+        // hold it there): a few tries.
+        var pair: (old: Backend, new: Backend)?
+        for _ in 0..<20 where pair == nil {
+            let old = try Backend(name: "old", behavior: .identify)
+            if let new = try? Backend(name: "new", behavior: .identify, ip: "127.0.0.2", port: old.port) {
+                pair = (old, new)
+            } else {
+                old.stop()
+            }
+        }
+        let (old, new) = try #require(pair, "no port free on both 127.0.0.1 and 127.0.0.2")
         defer { old.stop() }
-        // The same port on another loopback address: only the name's answer tells them apart.
-        let new = try Backend(name: "new", behavior: .identify, ip: "127.0.0.2", port: old.port)
         defer { new.stop() }
         let name = "db.switchyard.test"
         try dns.setMap([name: "127.0.0.1"])
