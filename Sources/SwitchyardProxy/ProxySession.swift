@@ -37,8 +37,6 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
     private var connectStartedAt: UInt64 = 0
     /// The relayed server's counters (set once relaying starts).
     private var serverStats: ServerStats?
-    /// The counters of the server of the connect attempt in progress (its `connectsPending`).
-    private var pendingStats: ServerStats?
     /// This attempt is a half-open server's single trial connection.
     private var attemptIsTrial = false
     /// The client's address: taken only when something needs it (ip_hash, or the info-level log
@@ -126,10 +124,10 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
         }
         // A trial sets a deadline (a lost trial is forgotten): the control worker's timer must know.
         if trial { worker.runtime.healthDeadlineChanged(service.shared) }
+        // Connecting from here until the attempt ends (relayed, failed or abandoned): while the
+        // phase is .connecting and `server` is set.
         self.server = chosen
-        let stats = service.stats(for: chosen)
-        stats.connectsPending.add(1)
-        pendingStats = stats
+        service.stats(for: chosen).connectsPending.add(1)
         attemptIsTrial = trial
         attempts += 1
         tried.insert(index)
@@ -157,20 +155,13 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
         }
     }
 
-    /// The connect attempt in progress is over (relayed, failed or abandoned).
-    private func attemptEnded() {
-        // Releasing: a scrape that sees the connect over also sees the connection counted active.
-        pendingStats?.connectsPending.releasingSubtract(1)
-        pendingStats = nil
-    }
-
     /// The current attempt failed: report it, give the server slot back and try the next one.
     private func connectFailed(error: UVError?, reason: String, timeout: Bool) {
         guard let failed = server else { return }
         server = nil
         triedServers.append(failed)
-        let stats = pendingStats ?? service.stats(for: failed)
-        attemptEnded()
+        let stats = service.stats(for: failed)
+        stats.connectsPending.releasingSubtract(1)
         stats.connectFailures.withLock { $0[ConnectFailureReason(error, timeout: timeout).rawValue] &+= 1 }
         service.logger.debug("connect failed", metadata: ["server": "\(failed.name)", "error": "\(reason)"])
         let notice: HealthNotice?
@@ -242,12 +233,13 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
             return
         }
         phase = .relaying
-        let stats = pendingStats ?? service.stats(for: server)
+        let stats = service.stats(for: server)
         serverStats = stats
         stats.connectionsTotal.add(1)
-        // Active before it stops connecting, so that a scrape never sees it as neither.
+        // Active before it stops connecting (a releasing store: a scrape that sees the connect
+        // over sees the connection active), so that it is never seen as neither.
         stats.connectionsActive.add(1)
-        attemptEnded()
+        stats.connectsPending.releasingSubtract(1)
         let now = client.loop.now
         let connectUs = (client.loop.preciseNanoseconds &- connectStartedAt) / 1000
         stats.connectDuration.withLock { $0.observe(us: connectUs) }
@@ -501,7 +493,6 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
         let wasConnecting = phase == .connecting
         phase = .finished
         serverStats?.connectionsActive.subtract(1)
-        attemptEnded()
         let lifetime = client.loop.now &- startedAt
         service.stats.connectionDuration.withLock { $0.observe(us: lifetime &* 1000) }
         if reason == "no_server" { service.stats.reject(.noServer) }
@@ -511,7 +502,11 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
         timer?.close()
         timer = nil
         if let server {
-            if wasConnecting && attemptIsTrial { service.shared.cancelTrial(server) }
+            if wasConnecting {
+                // The attempt in progress is abandoned.
+                service.stats(for: server).connectsPending.releasingSubtract(1)
+                if attemptIsTrial { service.shared.cancelTrial(server) }
+            }
             service.shared.release(server)
         }
         if reset {

@@ -216,26 +216,14 @@ struct ReloadTests {
 
     @Test("A server a reload removed while a connection to it is still connecting keeps its series (connecting 1) until the attempt ends; the client is then relayed to the new server")
     func removedServerSeriesStayWhileConnecting() throws {
-        // Connects to a listener whose accept queue is full hang (SYNs dropped) until it closes:
-        // the next SYN retransmit is then refused.
-        let stalled = try StalledListener()
-        defer { stalled.close() }
+        let pending = try PendingConnect(server: "a")
+        defer { pending.close() }
+        let (stalled, proxy, client) = (pending.stalled, pending.proxy, pending.client)
         let second = try Backend(name: "second", behavior: .identify)
         defer { second.stop() }
-        func config(_ servers: [String]) -> String {
-            OpsConfig.global() + TestConfig.service(
-                "web", balance: "round_robin", servers: servers, connectTimeout: "60s", extra: ["check = none"])
-        }
-        let proxy = try SwitchyardProcess(config: config(["a 127.0.0.1:\(stalled.port)"]))
-        defer { proxy.stop() }
-        let port = try proxy.port("web")
+        let config = PendingConnect.config
         let a = ["service": "web", "server": "a"]
 
-        let client = try TestClient(port: port)
-        defer { client.close() }
-        try waitUntil("the connect to a is in progress", timeout: .seconds(10)) {
-            try proxy.metrics().value("switchyard_connections_connecting", a) == 1
-        }
         let before = try proxy.status()
         #expect(before.servers(of: "web").first?["connecting"] as? Int == 1, "\(before)")
         #expect(before.servers(of: "web").first?["active_connections"] as? Int == 0, "\(before)")
@@ -266,24 +254,13 @@ struct ReloadTests {
 
     @Test("A connect that fails after a reload renumbered the servers is retried on a server it has not tried, not on the one that failed")
     func retryAfterARenumberingReloadSkipsTheFailedServer() throws {
-        let stalled = try StalledListener()
-        defer { stalled.close() }
+        let pending = try PendingConnect(server: "x")
+        defer { pending.close() }
+        let (stalled, proxy, client, x) = (pending.stalled, pending.proxy, pending.client, pending.serverLine)
         let fresh = try Backend(name: "fresh", behavior: .identify)
         defer { fresh.stop() }
-        func config(_ servers: [String]) -> String {
-            OpsConfig.global() + TestConfig.service(
-                "web", balance: "round_robin", servers: servers, connectTimeout: "60s", extra: ["check = none"])
-        }
-        let x = "x 127.0.0.1:\(stalled.port)"
-        let proxy = try SwitchyardProcess(config: config([x]))
-        defer { proxy.stop() }
-        let port = try proxy.port("web")
+        let config = PendingConnect.config
 
-        let client = try TestClient(port: port)
-        defer { client.close() }
-        try waitUntil("the connect to x is in progress", timeout: .seconds(10)) {
-            try proxy.metrics().value("switchyard_connections_connecting", ["service": "web", "server": "x"]) == 1
-        }
         // y takes x's index 0, x (kept: same name and address) moves to 1.
         try proxy.rewriteConfig(config(["y \(fresh.address)", x]))
         try proxy.reloadBySignal(expectSuccessCount: 1)
@@ -520,5 +497,55 @@ struct ReloadTests {
 
         let exit = try proxy.terminate(timeout: .seconds(5))
         #expect(exit == .exited(0))
+    }
+}
+
+/// Service "web" (round robin, 60 s connect timeout, no probes) whose only server is a listener
+/// with a full accept queue: connects to it hang (SYNs dropped) until it closes, when the next
+/// SYN retransmit (1, 3, 7, 15 s after the first) is refused. A client's connect to it is in
+/// progress once this returns.
+struct PendingConnect {
+    let stalled: StalledListener
+    let proxy: SwitchyardProcess
+    let client: TestClient
+    /// The stalled server's `server =` value, "NAME 127.0.0.1:PORT".
+    let serverLine: String
+
+    static func config(_ servers: [String]) -> String {
+        OpsConfig.global() + TestConfig.service(
+            "web", balance: "round_robin", servers: servers, connectTimeout: "60s", extra: ["check = none"])
+    }
+
+    init(server name: String) throws {
+        stalled = try StalledListener()
+        serverLine = "\(name) 127.0.0.1:\(stalled.port)"
+        do {
+            proxy = try SwitchyardProcess(config: Self.config([serverLine]))
+        } catch {
+            stalled.close()
+            throw error
+        }
+        do {
+            client = try TestClient(port: try proxy.port("web"))
+        } catch {
+            proxy.stop()
+            stalled.close()
+            throw error
+        }
+        let (proxy, labels) = (proxy, ["service": "web", "server": name])
+        do {
+            try waitUntil("the connect to \(name) is in progress", timeout: .seconds(10)) {
+                try proxy.metrics().value("switchyard_connections_connecting", labels) == 1
+            }
+        } catch {
+            close()
+            throw error
+        }
+    }
+
+    func close() {
+        client.close()
+        proxy.stop()
+        stalled.close()
     }
 }

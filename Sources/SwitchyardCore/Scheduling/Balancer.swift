@@ -59,7 +59,7 @@ public struct Balancer: Sendable {
     public var servers: [BackendSpec] { pool.specs }
 
     /// True when no server is usable (so `acquire` is in panic mode, or refuses when panic is off).
-    public var isPanicking: Bool { pool.usablePrimaries + pool.usableBackups == 0 }
+    public var isPanicking: Bool { pool.usableTotal == 0 }
 
     /// Picks a server for a new connection and counts it as taken (active += 1). nil when no server is eligible.
     /// `tried`: servers already tried for this client (failover retries); never picked again.
@@ -69,7 +69,7 @@ public struct Balancer: Sendable {
     /// candidate (still primaries before backups); with panic disabled the answer is nil.
     public mutating func acquire(client: ClientKey, excluding tried: ServerSet = ServerSet()) -> Int? {
         let panicking: Bool
-        if pool.usablePrimaries + pool.usableBackups > 0 {
+        if pool.usableTotal > 0 {
             panicking = false
         } else if panicEnabled {
             panicking = true

@@ -65,6 +65,10 @@ struct ServerPool: Sendable {
     @inline(__always)
     func usableCount(_ t: ServerTier) -> Int { t == .primary ? usablePrimaries : usableBackups }
 
+    /// Usable servers of both tiers (0: panic, when enabled).
+    @inline(__always)
+    var usableTotal: Int { usablePrimaries + usableBackups }
+
     /// Whether `server` may be picked in the current mode (`panic`: every server, usable or not).
     @inline(__always)
     func isCandidate(_ server: Int, panic: Bool) -> Bool { panic || usable[server] }

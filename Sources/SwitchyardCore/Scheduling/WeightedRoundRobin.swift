@@ -101,9 +101,8 @@ struct WeightedRoundRobin: SchedulingAlgorithm {
     mutating func serverStateChanged(_ server: Int, _ change: ServerStateChange, pool: ServerPool) {
         switch change {
         case .usability:
-            let anyUsable = pool.usablePrimaries + pool.usableBackups > 0
             if pool.usable[server] && !heaps.contains(server) {
-                if pool.usablePrimaries + pool.usableBackups == 1 {
+                if pool.usableTotal == 1 {
                     // The end of panic, whose picks moved every deadline on: where each stands now.
                     for s in 0..<pool.count { lag[s] = ahead(s, pool: pool) }
                 }
@@ -112,7 +111,7 @@ struct WeightedRoundRobin: SchedulingAlgorithm {
             } else if !pool.usable[server] && heaps.contains(server) {
                 lag[server] = ahead(server, pool: pool)
                 heaps.remove(server, by: order, pool: pool)
-                if !anyUsable {
+                if pool.usableTotal == 0 {
                     // Panic: every server is a candidate again, each resuming its turn.
                     for s in 0..<pool.count { order.deadline[s] = now(pool.tier[s]) + lag[s] }
                 }
@@ -121,21 +120,17 @@ struct WeightedRoundRobin: SchedulingAlgorithm {
             let old = stride[server]
             let new = Self.unit / UInt64(pool.effectiveWeight[server])
             guard new != old else { return }
-            // What is left of the current stride, rescaled: left × new / old (left ≤ old).
-            func rescaled(_ left: UInt64) -> UInt64 {
-                old.dividingFullWidth(min(left, old).multipliedFullWidth(by: new)).quotient
-            }
-            // The deadline is live for a server in its heap, and for every server in panic.
-            if heaps.contains(server) || pool.usablePrimaries + pool.usableBackups == 0 {
+            // What is left of the current stride, rescaled.
+            if deadlineIsLive(server, pool: pool) {
                 let t = now(pool.tier[server])
                 let d = order.deadline[server]
                 // A server already due (passed over by a retry) stays due.
                 if d > t {
-                    order.deadline[server] = t + rescaled(d - t)
+                    order.deadline[server] = t + Self.rescale(d - t, from: old, to: new)
                     heaps.keyChanged(server, by: order, pool: pool)
                 }
             } else {
-                lag[server] = rescaled(lag[server])
+                lag[server] = Self.rescale(lag[server], from: old, to: new)
             }
             stride[server] = new
         }
@@ -147,10 +142,7 @@ struct WeightedRoundRobin: SchedulingAlgorithm {
     /// starting again at the first server. Servers new here keep their starting place.
     mutating func carryTurns(from old: WeightedRoundRobin, pairs: [(old: Int, new: Int)], pool: ServerPool, oldPool: ServerPool) {
         for (o, n) in pairs where pool.tier[n] == oldPool.tier[o] {
-            let oldStride = old.stride[o]
-            let live = old.heaps.contains(o) || oldPool.usablePrimaries + oldPool.usableBackups == 0
-            let left = min(live ? old.ahead(o, pool: oldPool) : old.lag[o], oldStride)
-            let carried = oldStride.dividingFullWidth(left.multipliedFullWidth(by: stride[n])).quotient
+            let carried = Self.rescale(old.turnAhead(o, pool: oldPool), from: old.stride[o], to: stride[n])
             lag[n] = carried
             if heaps.contains(n) { order.deadline[n] = now(pool.tier[n]) + carried }
             order.lastPicked[n] = old.order.lastPicked[o]
@@ -158,6 +150,24 @@ struct WeightedRoundRobin: SchedulingAlgorithm {
         clock = max(clock, old.clock)
         heaps.reorder(.primary, by: order, pool: pool)
         heaps.reorder(.backup, by: order, pool: pool)
+    }
+
+    /// Whether `server`'s deadline is the one that counts: in its heap, or (panic: no server
+    /// usable) any server. Otherwise `lag` keeps its place.
+    @inline(__always)
+    private func deadlineIsLive(_ server: Int, pool: ServerPool) -> Bool {
+        heaps.contains(server) || pool.usableTotal == 0
+    }
+
+    /// How far ahead of its tier's virtual time `server`'s turn is, within 0...stride.
+    private func turnAhead(_ server: Int, pool: ServerPool) -> UInt64 {
+        deadlineIsLive(server, pool: pool) ? ahead(server, pool: pool) : lag[server]
+    }
+
+    /// `left` of a stride `from` long, scaled to a stride `to` long: left × to / from (left
+    /// capped at `from`, so that the quotient fits).
+    private static func rescale(_ left: UInt64, from: UInt64, to: UInt64) -> UInt64 {
+        from.dividingFullWidth(min(left, from).multipliedFullWidth(by: to)).quotient
     }
 
     /// How far `server`'s deadline is ahead of its tier's virtual time, within 0...stride.
