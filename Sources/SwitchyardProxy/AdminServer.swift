@@ -48,17 +48,17 @@ final class AdminServer {
         let resolved: SocketAddress
         do {
             guard let first = try names.resolve(address).first else {
-                throw ProxyRuntime.StartError.listen(service: "admin", address: address.description, error: "no address")
+                throw ProxyRuntime.StartError.adminListen(address: address.description, error: "no address")
             }
             resolved = first
         } catch let error as UVError {
-            throw ProxyRuntime.StartError.listen(service: "admin", address: address.description, error: error.description)
+            throw ProxyRuntime.StartError.adminListen(address: address.description, error: error.description)
         }
         var accept: ((TCPListener) -> Void)?
         do {
             listener = try TCPListener(loop: runtime.loop, address: resolved, backlog: 64) { l in accept?(l) }
         } catch {
-            throw ProxyRuntime.StartError.listen(service: "admin", address: address.description, error: error.description)
+            throw ProxyRuntime.StartError.adminListen(address: address.description, error: error.description)
         }
         boundAddress = listener.boundAddress
         accept = { [unowned self] l in self.accept(l) }

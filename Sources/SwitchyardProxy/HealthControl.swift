@@ -63,7 +63,15 @@ final class HealthControl {
     func probeFailed(_ server: ServerDescriptor, reason: String) {
         runtime.controlStats(of: shared, server).healthChecksFailed.add(1)
         runtime.logger.debug("probe failed", metadata: ["service": "\(shared.name)", "server": "\(server.name)", "error": "\(reason)"])
-        if let notice = shared.probeFailed(server, reason: reason, now: loop.now) { runtime.handle(notice, of: shared) }
+        if let notice = shared.probeFailed(server, reason: reason, now: loop.now) {
+            runtime.handle(notice, of: shared)
+        } else if awaitingFirstProbe.contains(server.id), !shared.isUsable(server) {
+            // Down from the start (or since before a reload) and failing: no transition to log,
+            // but the operator must hear which server is down, and why, without debug logs.
+            runtime.logger.warning(
+                "server \(server.name) down: first probe failed",
+                metadata: ["service": "\(shared.name)", "server": "\(server.name)", "state": "down", "error": "\(reason)"])
+        }
         probeAnswered(server)
     }
 

@@ -19,12 +19,15 @@ public final class ProxyRuntime: @unchecked Sendable {
     // thread; the others are immutable, atomics, or behind a Mutex.
     public enum StartError: Error, CustomStringConvertible {
         case listen(service: String, address: String, error: String)
+        case adminListen(address: String, error: String)
         case loop(String)
 
         public var description: String {
             switch self {
             case .listen(let service, let address, let error):
                 return "service \(service): cannot listen on \(address): \(error)"
+            case .adminListen(let address, let error):
+                return "admin endpoint: cannot listen on \(address): \(error)"
             case .loop(let error):
                 return "cannot start the event loop: \(error)"
             }
@@ -67,6 +70,9 @@ public final class ProxyRuntime: @unchecked Sendable {
     private var retiredCounters: [String: SharedService.Counters] = [:]
     var admin: AdminServer?
     private(set) var startedAt: UInt64 = 0
+    /// The settings a reload cannot change (workers, busy_poll, logging), as the process started
+    /// with them: a reload warns when its file asks for others.
+    private let startGlobal: GlobalConfig
 
     // shared
     private let openConnections = Atomic<Int>(0)
@@ -78,6 +84,7 @@ public final class ProxyRuntime: @unchecked Sendable {
         reload: @escaping () throws(ConfigError) -> SwitchyardConfig
     ) throws {
         self.config = config
+        self.startGlobal = config.global
         self.logger = logger
         self.reloadSource = reload
         self.maxConnections = Atomic(config.global.maxConnections)
@@ -105,7 +112,7 @@ public final class ProxyRuntime: @unchecked Sendable {
                 limit.rlim_cur = before
             }
         }
-        let needed = UInt64(2 * config.global.maxConnections + 64)
+        let needed = UInt64(config.global.maxConnections) * 2 + 64  // at most 2 × 10^8 + 64 (the loader's cap)
         if UInt64(limit.rlim_cur) < needed {
             logger.warning(
                 "open file limit is low for max_connections: raise the hard limit (ulimit -Hn, LimitNOFILE=, --ulimit nofile=) or lower max_connections",
@@ -157,6 +164,7 @@ public final class ProxyRuntime: @unchecked Sendable {
                     ListenPlan(key: key, address: address, resolved: try resolveListen(address, service: shared.name), reuse: nil)
                 })
             }
+            try checkListenPlan(plan.flatMap { shared, entries in entries.map { (shared.name, $0) } }, ownOpen: [])
             let bound = try bindOrThrow(control, plan)
             let boundPlan = zip(plan, bound).map { entry, addresses in
                 (entry.0, zip(entry.1, addresses).map { item, boundAddress in
@@ -219,6 +227,41 @@ public final class ProxyRuntime: @unchecked Sendable {
             return first
         } catch let error as UVError {
             throw StartError.listen(service: service, address: address.description, error: error.description)
+        }
+    }
+
+    /// Before binding `entries` (service name, listener), in order: two of them on one socket
+    /// — names that resolve to one address, say — are an error, as is, with several workers, an
+    /// address another process listens on. (Those listeners set `SO_REUSEPORT`, so that the bind
+    /// itself would succeed and the two would split the connections silently.) `ownOpen`: the
+    /// addresses this process listens on now (a reload may move a listener onto an overlapping
+    /// one, which the check cannot tell from a stranger's: not checked).
+    private func checkListenPlan(_ entries: [(service: String, entry: ListenPlan)], ownOpen: [SocketAddress]) throws {
+        for i in entries.indices {
+            try checkListen(entries[i], after: entries[..<i], ownOpen: ownOpen)
+        }
+    }
+
+    /// `checkListenPlan` for one listener, bound after `earlier` (checked already).
+    private func checkListen(
+        _ new: (service: String, entry: ListenPlan), after earlier: ArraySlice<(service: String, entry: ListenPlan)>,
+        ownOpen: [SocketAddress]
+    ) throws {
+        let (service, entry) = new
+        if let (other, otherEntry) = earlier.first(where: { $0.entry.resolved.listensOverlap(entry.resolved) }) {
+            let owner = other == service ? "this service" : "service \(other)"
+            throw StartError.listen(
+                service: service, address: entry.address.description,
+                error: "it is \(entry.resolved), where \(owner) listens too (listen \(otherEntry.address))")
+        }
+        guard workerCount > 1, entry.reuse == nil, !ownOpen.contains(where: { $0.listensOverlap(entry.resolved) })
+        else { return }
+        do {
+            try TCPListener.checkAddressFree(entry.resolved)
+        } catch {
+            throw StartError.listen(
+                service: service, address: entry.address.description,
+                error: "\(error)\(error.code == -EADDRINUSE ? " (another process listens there)" : "")")
         }
     }
 
@@ -561,18 +604,22 @@ public final class ProxyRuntime: @unchecked Sendable {
         if (newConfig.global.workers ?? workerCount) != workerCount && newConfig.global.workers != nil {
             logger.warning("reload: a change of workers takes effect at the next start")
         }
-        if newConfig.global.busyPoll != config.global.busyPoll {
+        if newConfig.global.busyPoll != startGlobal.busyPoll {
             logger.warning("reload: a change of busy_poll takes effect at the next start")
         }
-        if newConfig.global.logLevel != config.global.logLevel || newConfig.global.logFormat != config.global.logFormat {
+        if newConfig.global.logLevel != startGlobal.logLevel || newConfig.global.logFormat != startGlobal.logFormat {
             logger.warning("reload: a change of log_level or log_format takes effect at the next start")
         }
         // Listeners already open keep their socket: the same service's first, then (for a fixed
         // port) any service's. New addresses are bound on the control worker first, so that a
         // failure changes nothing.
         var open = openListeners
+        let ownOpen = Array(open.values)
         var prebound: [ListenerKey: ServiceListener] = [:]
         var resolvedPlan: [(ServiceConfig, [ListenPlan])] = []
+        var planned: [(service: String, entry: ListenPlan)] = []
+        // Logged once the reload has succeeded (a failure closes them again).
+        var newlyListening: [(service: String, address: SocketAddress)] = []
         do {
             for serviceConfig in newConfig.services {
                 var entries: [ListenPlan] = []
@@ -583,19 +630,31 @@ public final class ProxyRuntime: @unchecked Sendable {
                         reuse = open.keys.first { $0.address == text }
                     }
                     if let reuse, let bound = open.removeValue(forKey: reuse) {
-                        entries.append(ListenPlan(key: key, address: address, resolved: bound, reuse: reuse))
+                        let entry = ListenPlan(key: key, address: address, resolved: bound, reuse: reuse)
+                        try checkListen((serviceConfig.name, entry), after: planned[...], ownOpen: ownOpen)
+                        planned.append((serviceConfig.name, entry))
+                        entries.append(entry)
                         continue
                     }
                     let resolved = try resolveListen(address, service: serviceConfig.name, names: names)
+                    try checkListen(
+                        (serviceConfig.name, ListenPlan(key: key, address: address, resolved: resolved, reuse: nil)),
+                        after: planned[...], ownOpen: ownOpen)
                     let l: ServiceListener
                     do {
                         l = try control.bind(key, resolved: resolved, for: nil)
                     } catch {
-                        throw StartError.listen(service: serviceConfig.name, address: text, error: error.description)
+                        var why = error.description
+                        if let oldAdmin = config.global.admin, listenAddressesConflict(oldAdmin, address) {
+                            why += " (the running admin endpoint has it: move the admin endpoint away in a reload of its own first)"
+                        }
+                        throw StartError.listen(service: serviceConfig.name, address: text, error: why)
                     }
                     prebound[key] = l
-                    entries.append(ListenPlan(key: key, address: address, resolved: l.listener.boundAddress, reuse: nil))
-                    logger.info("listening", metadata: ["service": "\(serviceConfig.name)", "address": "\(l.listener.boundAddress)"])
+                    let entry = ListenPlan(key: key, address: address, resolved: l.listener.boundAddress, reuse: nil)
+                    planned.append((serviceConfig.name, entry))
+                    entries.append(entry)
+                    newlyListening.append((serviceConfig.name, l.listener.boundAddress))
                 }
                 resolvedPlan.append((serviceConfig, entries))
             }
@@ -614,7 +673,13 @@ public final class ProxyRuntime: @unchecked Sendable {
             if overlaps { admin?.stopListening() }
             do {
                 newAdmin = try AdminServer(runtime: self, address: address, names: names)
-            } catch {
+            } catch var error {
+                if case .adminListen(let text, let why)? = error as? StartError,
+                   config.services.contains(where: { $0.listen.contains { listenAddressesConflict($0, address) } }) {
+                    error = StartError.adminListen(
+                        address: text,
+                        error: why + " (a listener of the running configuration has it: move that listener away in a reload of its own first)")
+                }
                 if overlaps, let oldAdmin, let old = admin {
                     // Again at the address it had (no name to look up on the loop).
                     var known = ResolvedNames.none
@@ -638,8 +703,17 @@ public final class ProxyRuntime: @unchecked Sendable {
                 shared = existing
                 healthControls[shared.name]?.stop()
                 let before = Set(shared.servers.map(\.id))
-                for removed in shared.update(to: serviceConfig, now: now, names: names) {
-                    logger.notice("server removed; its connections finish", metadata: ["service": "\(shared.name)", "server": "\(removed.name)"])
+                for gone in shared.update(to: serviceConfig, now: now, names: names) {
+                    if let moved = serviceConfig.servers.first(where: { $0.name == gone.name }) {
+                        logger.notice(
+                            "server moved; new connections go to the new address, those open finish on the old one",
+                            metadata: [
+                                "service": "\(shared.name)", "server": "\(gone.name)",
+                                "from": "\(gone.configuredAddress)", "to": "\(moved.address)",
+                            ])
+                    } else {
+                        logger.notice("server removed; its connections finish", metadata: ["service": "\(shared.name)", "server": "\(gone.name)"])
+                    }
                 }
                 logUnresolved(shared.servers.filter { !before.contains($0.id) }, of: shared)
             } else {
@@ -684,6 +758,9 @@ public final class ProxyRuntime: @unchecked Sendable {
             // gets its answer on the old address.
             admin?.close()
             admin = newAdmin
+        }
+        for (service, address) in newlyListening {
+            logger.info("listening", metadata: ["service": "\(service)", "address": "\(address)"])
         }
         reloadsSucceeded &+= 1
         logger.notice("configuration reloaded", metadata: ["trigger": "\(trigger)", "services": "\(services.count)"])

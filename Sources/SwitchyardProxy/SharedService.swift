@@ -334,8 +334,10 @@ final class SharedService: Sendable {
 
     /// Applies a new configuration of this service. Servers that stay (same name and address)
     /// keep their descriptor, health state and open connections; removed servers drain. A server
-    /// whose name did not resolve gets a new descriptor, so that a reload resolves it again.
-    /// Returns the removed servers.
+    /// whose name did not resolve gets a new descriptor, so that a reload resolves it again. A
+    /// server whose address changed (in the file, or by DNS: `moved`) gets a new descriptor and
+    /// health state; its drain or disable stays. Returns the old descriptors that go: those of
+    /// removed servers and of moved ones (a name still in `newConfig`), whose connections finish.
     ///
     /// `names`: the answers for `addressesToResolve(for:)`, looked up off the loop; an address
     /// missing from them is resolved here (instant for an IP literal). `moved`: servers whose
@@ -361,7 +363,12 @@ final class SharedService: Sendable {
             var adminStates: [(Int, AdminState)] = []  // unresolved servers resolved again
             for (newIndex, serverConfig) in newConfig.servers.enumerated() {
                 let name = serverConfig.name
-                if let old = kept[name], old.configuredAddress == serverConfig.address, let oldIndex = old.slot.index {
+                if let old = kept[name], old.configuredAddress != serverConfig.address, let oldIndex = old.slot.index {
+                    // Moved by the file: a new descriptor (new health), the old one's connections
+                    // finish as a removed server's; an operator's drain or disable stays, as for a
+                    // move found by DNS.
+                    adminStates.append((newIndex, s.health.servers[oldIndex].adminState))
+                } else if let old = kept[name], old.configuredAddress == serverConfig.address, let oldIndex = old.slot.index {
                     kept[name] = nil
                     if old.hasAddress && !moved.contains(name) {
                         carried.append((newIndex, s.health.servers[oldIndex], old.slot.held))

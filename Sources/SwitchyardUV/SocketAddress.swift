@@ -120,6 +120,14 @@ public struct SocketAddress: @unchecked Sendable, Equatable, CustomStringConvert
         withAddressBytes { bytes in bytes.allSatisfy { $0 == 0 } }
     }
 
+    /// True when two listening sockets on these addresses would take the same connections: the
+    /// same family (IPv6 listeners are IPv6-only) and port (not 0), and the same IP or either one
+    /// a wildcard.
+    public func listensOverlap(_ other: SocketAddress) -> Bool {
+        guard family == other.family, port == other.port, port != 0 else { return false }
+        return isWildcard || other.isWildcard || self == other
+    }
+
     public func withSockaddr<R>(_ body: (UnsafePointer<sockaddr>) -> R) -> R {
         withUnsafeBytes(of: storage) { raw in
             body(raw.baseAddress!.assumingMemoryBound(to: sockaddr.self))

@@ -66,6 +66,24 @@ public final class TCPListener: UVHandle {
         }
     }
 
+    /// Fails with `UV_EADDRINUSE` if some socket already listens on `address` (port not 0): binds
+    /// a plain socket there — `SO_REUSEADDR` as libuv sets it, but no `SO_REUSEPORT` — and closes
+    /// it at once. Listeners bound with `reusePort` would instead share the address, silently, with
+    /// any other `SO_REUSEPORT` socket of the same user (another instance of this program).
+    public static func checkAddressFree(_ address: SocketAddress) throws(UVError) {
+        let fd = socket(address.family == .ipv6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw UVError(-errno) }
+        defer { _ = Glibc.close(fd) }
+        var one: Int32 = 1
+        let size = socklen_t(MemoryLayout<Int32>.size)
+        guard setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, size) == 0 else { throw UVError(-errno) }
+        if address.family == .ipv6 {
+            guard setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &one, size) == 0 else { throw UVError(-errno) }
+        }
+        let length = socklen_t(address.family == .ipv6 ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size)
+        guard address.withSockaddr({ Glibc.bind(fd, $0, length) }) == 0 else { throw UVError(-errno) }
+    }
+
     /// Sets `TCP_NODELAY` and TCP keepalive on the listening socket. Linux copies both to every
     /// accepted socket, which saves those system calls on each new connection.
     public func setAcceptedSocketOptions(noDelay: Bool, keepAliveSeconds: UInt32?) throws(UVError) {

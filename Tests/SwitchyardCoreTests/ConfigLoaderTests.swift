@@ -180,7 +180,7 @@ private func service(_ extra: String...) -> String {
         (lines("[global]", "workers = 257"), "sy.ini:2: bad number \"257\" for workers (expected a whole number from 1 to 256, or auto)"),
         (lines("[global]", "workers = +2"), "sy.ini:2: bad number \"+2\" for workers (expected a whole number from 1 to 256, or auto)"),
         (lines("[global]", "max_connections = -5"),
-         "sy.ini:2: bad number \"-5\" for max_connections (expected a whole number greater than 0)"),
+         "sy.ini:2: bad number \"-5\" for max_connections (expected a whole number from 1 to 100000000)"),
         (lines("[global]", "admin = localhost"),
          "sy.ini:2: bad address \"localhost\" for admin: missing port (expected HOST:PORT, e.g. 0.0.0.0:6432 or [::]:6432)"),
         (service("listen = 0.0.0.0:70000"),
@@ -289,10 +289,71 @@ private func service(_ extra: String...) -> String {
             try ConfigLoader.load(path: dir.path)
         }
 
+        #expect(ConfigError(file: missing, line: 0, message: "cannot read file: No such file or directory").description
+            == "\(missing): cannot read file: No such file or directory")
+
         let binary = dir.appendingPathComponent("binary.ini").path
         try Data([0x5B, 0xFF, 0xFE, 0x5D]).write(to: URL(fileURLWithPath: binary))
-        #expect(throws: ConfigError(file: binary, line: 0, message: "cannot read file: not valid UTF-8 text")) {
+        #expect(throws: ConfigError(file: binary, line: 1, message: "cannot read file: not valid UTF-8 text (save the file as UTF-8)")) {
             try ConfigLoader.load(path: binary)
         }
+        // A Latin-1 é in a comment on line 3: that line is named.
+        let latin1 = dir.appendingPathComponent("latin1.ini").path
+        try Data(Array("[service pg]\nlisten = 0.0.0.0:1\n; caf".utf8) + [0xE9] + Array("\nserver = a 10.0.0.1:1\n".utf8))
+            .write(to: URL(fileURLWithPath: latin1))
+        #expect(throws: ConfigError(file: latin1, line: 3, message: "cannot read file: not valid UTF-8 text (save the file as UTF-8)")) {
+            try ConfigLoader.load(path: latin1)
+        }
+    }
+
+    @Test("Limits that keep a running process sane: max_connections, sub-millisecond timeouts, probe interval")
+    func limits() throws {
+        #expect(loadError(lines("[global]", "max_connections = 4611686018427387872", service()))
+            == "sy.ini:2: bad number \"4611686018427387872\" for max_connections (expected a whole number from 1 to 100000000)")
+        #expect(loadError(lines("[global]", "max_connections = 100000001", service()))
+            == "sy.ini:2: bad number \"100000001\" for max_connections (expected a whole number from 1 to 100000000)")
+        #expect(try ConfigLoader.parse(lines("[global]", "max_connections = 100000000", service()), file: "sy.ini")
+            .global.maxConnections == 100_000_000)
+        #expect(loadError(service("check_interval = 2us"))
+            == "sy.ini:4: bad duration \"2us\" for check_interval (at least 1ms)")
+        #expect(loadError(service("check_interval = 9ms"))
+            == "sy.ini:4: bad duration \"9ms\" for check_interval (at least 10ms; e.g. 2s)")
+        #expect(try ConfigLoader.parse(service("check_interval = 10ms"), file: "sy.ini").services[0].health.checkInterval == .milliseconds(10))
+        for key in ["connect_timeout", "check_timeout", "eject_time"] {
+            #expect(loadError(service("\(key) = 999us")) == "sy.ini:4: bad duration \"999us\" for \(key) (at least 1ms)")
+        }
+        #expect(try ConfigLoader.parse(service("connect_timeout = 1ms"), file: "sy.ini").services[0].connectTimeout == .milliseconds(1))
+    }
+
+    @Test("Messages for slips: a key in the wrong section, an empty variable, a long value, a port with leading zeros, old Mac line ends")
+    func helpfulMessages() throws {
+        #expect(loadError(service("workers = 2")) == "sy.ini:4: key workers does not belong in [service pg] (it goes in [global])")
+        #expect(loadError(lines("[global]", "balance = round_robin", service()))
+            == "sy.ini:2: key balance does not belong in [global] (it goes in each [service NAME])")
+        #expect(loadError(service("balance = ${BAL}"), environment: ["BAL": ""])
+            == "sy.ini:4: missing value for balance (expected one of least_conn, ip_hash, round_robin) (the value comes from ${BAL}, which is set but empty)")
+        // A long value is cut short in the message, with control characters escaped.
+        let long = String(repeating: "x", count: 100_000)
+        let message = try #require(loadError(service("balance = \(long)")))
+        #expect(message == "sy.ini:4: bad value \"\(String(repeating: "x", count: 80))…\" for balance (expected one of least_conn, ip_hash, round_robin)")
+        #expect(loadError(lines("[service pg]", "listen 0.0.0.0:1\u{1}" + long)) == "sy.ini:2: line has no \"=\": \"listen 0.0.0.0:1\\x01\(String(repeating: "x", count: 63))…\" (expected KEY = VALUE)")
+        // Leading zeros in a port.
+        #expect(try ConfigLoader.parse(lines("[service pg]", "listen = 127.0.0.1:000080", "server = a 10.0.0.1:0005432"), file: "sy.ini")
+            .services[0].listen == [HostPort(host: "127.0.0.1", port: 80)])
+        #expect(loadError(lines("[service pg]", "listen = 127.0.0.1:0065536", "server = a 10.0.0.1:1"))
+            == "sy.ini:2: bad address \"127.0.0.1:0065536\" for listen: port 0065536 is greater than 65535 (expected HOST:PORT, e.g. 0.0.0.0:6432 or [::]:6432)")
+        // Lines ended by a lone CR (old Mac files) are lines.
+        let config = try ConfigLoader.parse("[global]\rworkers = 2\r[service pg]\rlisten = 0.0.0.0:1\rserver = a 10.0.0.1:1\r", file: "sy.ini")
+        #expect(config.global.workers == 2 && config.services.map(\.name) == ["pg"])
+        #expect(loadError("[service pg]\rlisten = 0.0.0.0:1\rserver = a 10.0.0.1:1\rnonsense = 1") == "sy.ini:4: unknown key \"nonsense\" in [service pg] (known keys: listen, balance, server, connect_timeout, idle_timeout, splice, server_keepalive, check, check_interval, check_timeout, check_port, check_send, check_expect, check_initial, rise, fall, eject_after, eject_time, eject_time_max, max_ejection_percent, retries, panic, on_down, slow_start)")
+    }
+
+    @Test("A service of 50,000 servers loads; a duplicate name at the end is still named")
+    func manyServers() throws {
+        var text = "[service big]\nlisten = 0.0.0.0:1\n"
+        for i in 0..<50_000 { text += "server = s\(i) 10.0.\(i / 256 % 256).\(i % 256):\(1 + i / 65_536)\n" }
+        let config = try ConfigLoader.parse(text, file: "sy.ini")
+        #expect(config.services[0].servers.count == 50_000)
+        #expect(loadError(text + "server = s7 10.9.9.9:9\n") == "sy.ini:50003: duplicate server s7 in service big (first at line 10)")
     }
 }

@@ -101,6 +101,8 @@ private func configFiles() throws -> [(path: String, bytes: [UInt8])] {
 private func editorLines(_ text: String) -> [String] {
     var bytes = Array(text.utf8)[...]
     if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes = bytes.dropFirst(3) }
+    // A CR not followed by LF ends a line too (old Mac files).
+    for i in bytes.indices where bytes[i] == 0x0D && (i + 1 == bytes.endIndex || bytes[i + 1] != lf) { bytes[i] = lf }
     var lines = bytes.split(separator: lf, omittingEmptySubsequences: false)
     if lines.count > 1, lines.last?.isEmpty == true { lines.removeLast() }
     return lines.map { String(decoding: $0, as: UTF8.self) }
@@ -297,7 +299,7 @@ private func checkInvariants(_ config: SwitchyardConfig, file: String, lines: [S
     #expect(!config.services.isEmpty, "\(label)")
     let g = config.global
     #expect(g.workers.map { (1...SwitchyardConfig.maxWorkers).contains($0) } ?? true, "\(label): workers \(String(describing: g.workers))")
-    #expect(g.maxConnections > 0, "\(label)")
+    #expect((1...SwitchyardConfig.maxConnectionsLimit).contains(g.maxConnections), "\(label)")
     #expect(g.adminToken.map { !$0.isEmpty } ?? true, "\(label)")
     #expect(g.drainTimeout >= .zero, "\(label)")
     #expect(g.resolveInterval == .zero || g.resolveInterval >= .milliseconds(100), "\(label): resolve_interval \(g.resolveInterval)")
@@ -330,7 +332,9 @@ private func checkInvariants(_ config: SwitchyardConfig, file: String, lines: [S
             #expect(lineText(server.line).map { $0.hasPrefix("server") } == true, "\(label): server \(server.name) line \(server.line)")
         }
         let h = service.health
-        #expect(h.checkInterval > .zero && h.checkTimeout > .zero && h.ejectTime > .zero && h.ejectTimeMax > .zero, "\(label)")
+        #expect(h.checkInterval >= .milliseconds(10), "\(label): check_interval \(h.checkInterval)")
+        #expect(h.checkTimeout >= .milliseconds(1) && h.ejectTime >= .milliseconds(1) && h.ejectTimeMax >= .milliseconds(1), "\(label)")
+        #expect(service.connectTimeout >= .milliseconds(1), "\(label)")
         #expect(h.slowStart >= .zero, "\(label)")
         #expect(h.rise > 0 && h.fall > 0, "\(label)")
         #expect((0...1000).contains(h.ejectAfter) && (0...100).contains(h.maxEjectionPercent) && (0...10).contains(h.retries), "\(label)")
@@ -418,7 +422,7 @@ private func withoutLines(_ config: SwitchyardConfig) -> SwitchyardConfig {
 
 private let fuzzEnvironment: [String: String] = [
     "A": "5s", "EMPTY": "", "ADMIN_TOKEN": "s3cret #x", "BACKEND_1": "backend.internal:6543", "LISTEN_PORT": "65535",
-    "CHECK": "mysql", "DRAIN_TIMEOUT": "9223372036854775807us", "PG_PRIMARY": "::1", "MAX_CONNECTIONS": "9223372036854775807",
+    "CHECK": "mysql", "DRAIN_TIMEOUT": "9223372036854775807us", "PG_PRIMARY": "::1", "MAX_CONNECTIONS": "100000000",
 ]
 
 // MARK: - 2. Value parsers: independent references
@@ -941,10 +945,12 @@ private func randomReply(_ rng: inout FuzzRandom) -> [UInt8] {
             #expect(ListenHost(host) == .ipv6(groups, zone: zone.isEmpty ? nil : String(zone.dropFirst())), "\(label): \(host)")
             #expect(parseHostPort("\(host):\(port)") == nil, "\(label): unbracketed \(host)")
 
-            // Ports: digits only, at most 5 of them, at most 65535.
-            let portText = rng.pick(["", "0", "65535", "65536", "00080", "000080", "-1", "+1", "1 ", "99999999999999999999",
-                                     String(rng.edgyUInt64())])
-            let portValue = portText.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 } && portText.utf8.count <= 5 ? Int(portText) : nil
+            // Ports: digits only, at most 65535 (leading zeros allowed).
+            let portText = rng.pick(["", "0", "65535", "65536", "00080", "000080", "0000000000065535", "-1", "+1", "1 ",
+                                     "99999999999999999999", String(rng.edgyUInt64())])
+            let significant = portText.drop { $0 == "0" }
+            let portValue = !portText.isEmpty && portText.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 } && significant.utf8.count <= 5
+                ? Int(significant.isEmpty ? "0" : String(significant)) : nil
             let expectedPort = portValue.flatMap { $0 <= 65535 ? UInt16($0) : nil }
             #expect(parseHostPort("db.local:\(portText)") == expectedPort.map { HostPort(host: "db.local", port: $0) }, "\(label): port \(portText)")
 

@@ -17,13 +17,14 @@ import Darwin
 
 public enum ConfigLoader {
     /// Reads and parses a file. File read errors become
-    /// ConfigError(file: path, line: 0, message: "cannot read file: <reason>").
+    /// ConfigError(file: path, line: 0, message: "cannot read file: <reason>"), or the line of the
+    /// first byte that is not UTF-8.
     public static func load(path: String, environment: [String: String] = [:]) throws(ConfigError) -> SwitchyardConfig {
         let text: String
         do {
             text = try readTextFile(path)
         } catch {
-            throw ConfigError(file: path, line: 0, message: "cannot read file: \(error.message)")
+            throw ConfigError(file: path, line: error.line, message: "cannot read file: \(error.message)")
         }
         return try parse(text, file: path, environment: environment)
     }
@@ -61,7 +62,7 @@ enum ConfigSchema {
             .single("admin", .optionalHostPort, \.admin),
             .single("log_level", .oneOf(LogLevel.self), \.logLevel),
             .single("log_format", .oneOf(LogFormat.self), \.logFormat),
-            .single("max_connections", .positiveInt, \.maxConnections),
+            .single("max_connections", .intInRange(1...SwitchyardConfig.maxConnectionsLimit), \.maxConnections),
             .single("admin_token", .optionalText, \.adminToken),
             .single("drain_timeout", .duration, \.drainTimeout),
             .single("busy_poll", .busyPollWindow, \.busyPoll),
@@ -80,7 +81,7 @@ enum ConfigSchema {
             .single("server_keepalive", .onOff, \.serverKeepAlive),
             // Health and failover (see HealthSettings for the meaning of each).
             .single("check", .oneOf(HealthCheckKind.self), \.health.check),
-            .single("check_interval", .positiveDuration, \.health.checkInterval),
+            .single("check_interval", .checkInterval, \.health.checkInterval),
             .single("check_timeout", .positiveDuration, \.health.checkTimeout),
             .single("check_port", .optionalPort, \.health.checkPort),
             .single("check_send", .escapedBytes, \.health.checkSend),
@@ -139,9 +140,7 @@ enum ConfigSchema {
                 throw ValueError("unknown option \"\(option)\" for server \(name) (expected weight=N or backup)")
             }
         }
-        if let first = service.servers.first(where: { $0.name == name }) {
-            throw ValueError("duplicate server \(name) in service \(service.name) (first at line \(first.line))")
-        }
+        // (Duplicate names are caught by the loader, which keeps them in a dictionary.)
         service.servers.append(server)
     }
 }
@@ -219,10 +218,23 @@ extension ValueParser where V == Duration {
         }
     }
 
+    /// At least 1ms: the loop's timers count whole milliseconds, so anything shorter would be 0
+    /// (a connect or probe that times out at once).
     static var positiveDuration: ValueParser {
         ValueParser { value, key throws(ValueError) in
             let duration = try ValueParser.duration.parse(value, key)
             guard duration > .zero else { throw ValueError("bad duration \"\(value)\" for \(key) (must be greater than 0)") }
+            guard duration >= .milliseconds(1) else { throw ValueError("bad duration \"\(value)\" for \(key) (at least 1ms)") }
+            return duration
+        }
+    }
+
+    /// `check_interval`: at least 10ms. Each probe is a connection to the server, so a slip such
+    /// as `2us` for `2s` would open hundreds per second to every server.
+    static var checkInterval: ValueParser {
+        ValueParser { value, key throws(ValueError) in
+            let duration = try ValueParser.positiveDuration.parse(value, key)
+            guard duration >= .milliseconds(10) else { throw ValueError("bad duration \"\(value)\" for \(key) (at least 10ms; e.g. 2s)") }
             return duration
         }
     }
@@ -351,6 +363,8 @@ private struct Loader {
     private var seenKeys: [String: Int] = [:]
     private var globalLine: Int?
     private var serviceLines: [String: Int] = [:]
+    /// Line of each server name of the current service.
+    private var serverLines: [String: Int] = [:]
     /// Listen addresses (and the admin address, service "") accepted so far, to catch two
     /// listeners on one socket.
     private var bound: [(address: HostPort, service: String, line: Int)] = []
@@ -367,6 +381,7 @@ private struct Loader {
 
     mutating func beginSection(name: String, argument: String?, line: Int) throws(ConfigError) {
         seenKeys = [:]
+        serverLines = [:]
         switch name {
         case "global":
             if let argument { throw error(line, "[global] takes no name (found \"\(argument)\")") }
@@ -434,9 +449,16 @@ private struct Loader {
             current = .global(global)
         case .service(var service):
             let listenCount = service.listen.count
+            let serverCount = service.servers.count
             try apply(ConfigSchema.service, to: &service, key: key, rawValue: rawValue, line: line)
             for address in service.listen[listenCount...] {
                 try bind(address, service: service.name, line: line)
+            }
+            for server in service.servers[serverCount...] {
+                if let first = serverLines[server.name] {
+                    throw error(line, "duplicate server \(server.name) in service \(service.name) (first at line \(first))")
+                }
+                serverLines[server.name] = line
             }
             current = .service(service)
         }
@@ -445,11 +467,17 @@ private struct Loader {
     private mutating func apply<T>(_ rules: [KeyRule<T>], to target: inout T, key: String, rawValue: String, line: Int) throws(ConfigError) {
         guard let rule = rules.first(where: { $0.key == key }) else {
             let names = rules.map(\.key)
+            // A key of the other kind of section: say where it goes.
+            let inGlobal = ConfigSchema.global.contains { $0.key == key }
+            if inGlobal || ConfigSchema.service.contains(where: { $0.key == key }) {
+                let home = inGlobal ? "[global]" : "each [service NAME]"
+                throw error(line, "key \(key) does not belong in \(sectionLabel) (it goes in \(home))")
+            }
             if let close = names.min(by: { editDistance($0, key) < editDistance($1, key) }),
                editDistance(close, key) <= max(1, key.count / 4) {
                 throw error(line, "unknown key \"\(key)\" in \(sectionLabel) (did you mean \(close)?)")
             }
-            throw error(line, "unknown key \"\(key)\" in \(sectionLabel) (known keys: \(names.joined(separator: ", ")))")
+            throw error(line, "unknown key \"\(excerpt(key))\" in \(sectionLabel) (known keys: \(names.joined(separator: ", ")))")
         }
         if !rule.repeatable, let first = seenKeys[key] {
             throw error(line, "duplicate key \(key) in \(sectionLabel) (first at line \(first))")
@@ -465,7 +493,18 @@ private struct Loader {
                 throw ValueError("admin_token: environment variable \(name) is set but empty, which would leave "
                     + "the admin mutations unprotected (write ${\(name):-} if running without a token is intended)")
             }
-            try rule.apply(&target, value, line)
+            do throws(ValueError) {
+                try rule.apply(&target, value, line)
+            } catch {
+                var message = error.message
+                // A long value is shown cut short (a whole pasted file helps nobody).
+                if value.count > excerptLength { message = message.replacing(value, with: excerpt(value)) }
+                if value.isEmpty && !setButEmpty.isEmpty {
+                    let names = setButEmpty.map { "${\($0)}" }.joined(separator: ", ")
+                    message += " (the value comes from \(names), which is set but empty)"
+                }
+                throw ValueError(message)
+            }
         } catch {
             throw self.error(line, error.message)
         }
@@ -516,9 +555,15 @@ func editDistance(_ a: String, _ b: String) -> Int {
 
 private let maxConfigFileSize = 16 << 20
 
-private func readTextFile(_ path: String) throws(ValueError) -> String {
+/// Why a file could not be read, and the line at fault if one is (0: none).
+private struct ReadError: Error {
+    var message: String
+    var line = 0
+}
+
+private func readTextFile(_ path: String) throws(ReadError) -> String {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { throw ValueError(errnoDescription()) }
+    guard fd >= 0 else { throw ReadError(message: errnoDescription()) }
     defer { close(fd) }
     var bytes: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 64 * 1024)
@@ -526,14 +571,20 @@ private func readTextFile(_ path: String) throws(ValueError) -> String {
         let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
         if n < 0 {
             if errno == EINTR { continue }
-            throw ValueError(errnoDescription())
+            throw ReadError(message: errnoDescription())
         }
         if n == 0 { break }
         bytes.append(contentsOf: chunk[..<n])
-        if bytes.count > maxConfigFileSize { throw ValueError("file is larger than 16 MiB") }
+        if bytes.count > maxConfigFileSize { throw ReadError(message: "file is larger than 16 MiB") }
     }
     guard let text = String(validating: bytes, as: UTF8.self) else {
-        throw ValueError("not valid UTF-8 text")
+        // Name the first line that is not UTF-8 (a Latin-1 é in a comment, say).
+        var line = 1
+        for lineBytes in bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
+            if String(validating: lineBytes, as: UTF8.self) == nil { break }
+            line += 1
+        }
+        throw ReadError(message: "not valid UTF-8 text (save the file as UTF-8)", line: line)
     }
     return text
 }

@@ -13,8 +13,9 @@ public struct ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
         self.message = message
     }
 
-    /// `FILE:LINE: message`, the form printed by `switchyard check` and logged on a bad reload.
-    public var description: String { "\(file):\(line): \(message)" }
+    /// `FILE:LINE: message`, the form printed by `switchyard check` and logged on a bad reload;
+    /// `FILE: message` when no line is at fault (line 0: the file could not be read at all).
+    public var description: String { line > 0 ? "\(file):\(line): \(message)" : "\(file): \(message)" }
 }
 
 /// `HOST:PORT` as written in the file. HOST is an IPv4 literal, an IPv6 literal (written `[::1]:80`
@@ -127,6 +128,10 @@ public struct ServiceConfig: Equatable, Sendable {
 public struct SwitchyardConfig: Equatable, Sendable {
     /// Most event-loop threads `workers` may ask for (and what `auto` is capped at).
     public static let maxWorkers = 256
+    /// Most client connections `max_connections` may allow: each takes two descriptors (six while
+    /// spliced), and Linux caps a process's descriptors at `fs.nr_open` (1,048,576 by default,
+    /// 1 << 30 at most), so more could never be open.
+    public static let maxConnectionsLimit = 100_000_000
     /// The file it was read from (for messages).
     public var file: String
     public var global: GlobalConfig

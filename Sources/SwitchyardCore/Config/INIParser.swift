@@ -6,7 +6,8 @@
 //   - `[NAME]` or `[NAME ARGUMENT]` starts a section (`[service pg]`); a comment may follow the `]`.
 //   - `KEY = VALUE` (whitespace around `=` is free). In VALUE, a `;` or `#` at its start or preceded by
 //     whitespace starts a comment, so `secret = a#b` keeps `a#b`.
-//   - Lines end with LF or CRLF; a leading UTF-8 BOM is ignored. Lines are numbered from 1.
+//   - Lines end with LF, CRLF or a lone CR (old Mac files); a leading UTF-8 BOM is ignored. Lines
+//     are numbered from 1.
 //
 // The parser is lazy (`next()`), so a loader that consumes it reports errors in file order.
 
@@ -72,8 +73,8 @@ public struct INIParser: Sendable {
         self.file = file
         var body = Substring(text)
         if body.first == "\u{FEFF}" { body = body.dropFirst() }
-        // "\r\n" is a single Character in Swift, hence both separators.
-        var lines = body.split(omittingEmptySubsequences: false) { $0 == "\n" || $0 == "\r\n" }
+        // "\r\n" is a single Character in Swift, hence the separate separators.
+        var lines = body.split(omittingEmptySubsequences: false) { $0 == "\n" || $0 == "\r\n" || $0 == "\r" }
         // A final newline ends the last line; it does not start a new one.
         if lines.count > 1, lines.last?.isEmpty == true { lines.removeLast() }
         self.lines = lines
@@ -100,17 +101,17 @@ public struct INIParser: Sendable {
             guard let equals = line.firstIndex(of: "=") else {
                 throw ConfigError(
                     file: file, line: lineNumber,
-                    message: "line has no \"=\": \"\(line)\" (expected KEY = VALUE)")
+                    message: "line has no \"=\": \"\(excerpt(line))\" (expected KEY = VALUE)")
             }
             let key = line[..<equals].trimmingWhitespace()
             let value = stripComment(line[line.index(after: equals)...]).trimmingWhitespace()
             if key.isEmpty {
-                throw ConfigError(file: file, line: lineNumber, message: "missing key before \"=\" in \"\(line)\"")
+                throw ConfigError(file: file, line: lineNumber, message: "missing key before \"=\" in \"\(excerpt(line))\"")
             }
             if !inSection {
                 throw ConfigError(
                     file: file, line: lineNumber,
-                    message: "\"\(key) = \(value)\" is outside any section (put it under a [section] header)")
+                    message: "\"\(excerpt("\(key) = \(value)"))\" is outside any section (put it under a [section] header)")
             }
             return .entry(key: String(key), value: String(value), line: lineNumber)
         }
@@ -136,7 +137,7 @@ public struct INIParser: Sendable {
     private func parseHeader(_ line: Substring, lineNumber: Int) throws(ConfigError) -> (String, String?) {
         let malformed = ConfigError(
             file: file, line: lineNumber,
-            message: "malformed section header \"\(line)\" (expected [NAME] or [NAME ARGUMENT])")
+            message: "malformed section header \"\(excerpt(line))\" (expected [NAME] or [NAME ARGUMENT])")
         guard let close = line.firstIndex(of: "]") else { throw malformed }
         let inner = line[line.index(after: line.startIndex)..<close].trimmingWhitespace()
         let rest = line[line.index(after: close)...].trimmingWhitespace()
@@ -159,6 +160,28 @@ public struct INIParser: Sendable {
         }
         return value
     }
+}
+
+/// Longest piece of the file's text an error message repeats.
+let excerptLength = 80
+
+/// `text` as an error message shows it: at most `excerptLength` characters (then `…`), control
+/// characters escaped (a stray CR must not garble the terminal).
+func excerpt(_ text: some StringProtocol) -> String {
+    var out = ""
+    for (n, c) in text.enumerated() {
+        if n == excerptLength { out += "…"; break }
+        for scalar in c.unicodeScalars {
+            switch scalar {
+            case "\r": out += "\\r"
+            case "\n": out += "\\n"
+            case "\t": out += "\\t"
+            case "\u{00}"..."\u{1F}", "\u{7F}": out += "\\x" + (scalar.value < 16 ? "0" : "") + String(scalar.value, radix: 16)
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+    }
+    return out
 }
 
 extension Substring {

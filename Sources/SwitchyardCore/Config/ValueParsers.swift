@@ -124,7 +124,9 @@ func hostPort(_ text: String) throws(ValueError) -> HostPort {
     guard portBytes.allSatisfy(isDigit) else {
         throw ValueError("port \"\(String(decoding: portBytes, as: UTF8.self))\" is not a number")
     }
-    guard portBytes.count <= 5, let port = UInt16(String(decoding: portBytes, as: UTF8.self)) else {
+    // Leading zeros are allowed (`00080` is 80), whatever their number.
+    let significant = portBytes.drop { $0 == UInt8(ascii: "0") }
+    guard significant.count <= 5, let port = UInt16(significant.isEmpty ? "0" : String(decoding: significant, as: UTF8.self)) else {
         throw ValueError("port \(String(decoding: portBytes, as: UTF8.self)) is greater than 65535")
     }
     return HostPort(host: host, port: port)

@@ -1,0 +1,190 @@
+// What an operator sees when a configuration goes wrong in ways the file alone cannot show:
+// listeners that meet on one socket only once names are resolved, another process on the port
+// (with several workers the listening sockets set SO_REUSEPORT, so a plain bind would not
+// notice), a server moved by the file, a server down from the start, reload warnings.
+import Foundation
+import Glibc
+import Testing
+
+@Suite("Operator surface")
+struct OperatorSurfaceTests {
+    /// Global section with the admin endpoint on and an explicit worker count.
+    static func global(workers: Int, extra: [String] = []) -> String {
+        var text = "[global]\nadmin = 127.0.0.1:0\nlog_level = info\nlog_format = json\nworkers = \(workers)\n"
+        for line in extra { text += line + "\n" }
+        return text + "\n"
+    }
+
+    /// `localhost` must be 127.0.0.1 first (switchyard takes a name's first IPv4 answer).
+    static func requireLocalhostIsLoopback() throws {
+        var hints = addrinfo()
+        hints.ai_family = AF_INET
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var result: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo("localhost", "1", &hints, &result) == 0, let first = result else {
+            throw HarnessError("localhost does not resolve to an IPv4 address here")
+        }
+        defer { freeaddrinfo(first) }
+        let ip = first.pointee.ai_addr.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr.s_addr }
+        guard ip == inet_addr("127.0.0.1") else { throw HarnessError("localhost is not 127.0.0.1 here") }
+    }
+
+    @Test("Two listeners that meet on one socket once resolved (localhost and 127.0.0.1) stop the start, naming both", arguments: [1, 2])
+    func resolvedListenClashStopsTheStart(workers: Int) throws {
+        try Self.requireLocalhostIsLoopback()
+        let echo = try Backend(name: "echo", behavior: .echo)
+        defer { echo.stop() }
+        let port = try reserveLoopbackPort()
+        let config = Self.global(workers: workers)
+            + OpsConfig.service("a", listen: "localhost:\(port)", servers: ["s \(echo.address)"])
+            + OpsConfig.service("b", listen: "127.0.0.1:\(port)", servers: ["s \(echo.address)"])
+        let proxy = try SwitchyardProcess(config: config, waitForStart: false)
+        defer { proxy.stop() }
+        let status = try proxy.child.waitForExit(timeout: .seconds(20))
+        proxy.child.waitForOutputEnd()
+        #expect(status == .exited(1), "\(status); stderr:\n\(proxy.stderrText)")
+        let failure = try #require(proxy.logLines.first { $0.message == "cannot start" }, "\(proxy.stderrText)")
+        #expect(failure["error"] == "service b: cannot listen on 127.0.0.1:\(port): it is 127.0.0.1:\(port), where service a listens too (listen localhost:\(port))",
+                "\(failure.raw)")
+    }
+
+    @Test("With two workers, a second instance on a port another switchyard listens on fails to start instead of sharing its traffic")
+    func secondInstanceOnATakenPortFails() throws {
+        let echo = try Backend(name: "echo", behavior: .echo)
+        defer { echo.stop() }
+        let port = try reserveLoopbackPort()
+        let config = Self.global(workers: 2) + OpsConfig.service("a", listen: "127.0.0.1:\(port)", servers: ["s \(echo.address)"])
+        let first = try SwitchyardProcess(config: config)
+        defer { first.stop() }
+        let second = try SwitchyardProcess(config: config, waitForStart: false)
+        defer { second.stop() }
+        let status = try second.child.waitForExit(timeout: .seconds(20))
+        second.child.waitForOutputEnd()
+        #expect(status == .exited(1), "\(status); stderr:\n\(second.stderrText)")
+        let failure = try #require(second.logLines.first { $0.message == "cannot start" }, "\(second.stderrText)")
+        #expect(failure["error"] == "service a: cannot listen on 127.0.0.1:\(port): address already in use (another process listens there)",
+                "\(failure.raw)")
+        // The first one still has every connection.
+        let client = try TestClient(port: port)
+        defer { client.close() }
+        try client.roundTrip("still mine\n")
+    }
+
+    @Test("A reload whose listeners meet on one socket once resolved fails and changes nothing; with two workers too", arguments: [1, 2])
+    func resolvedListenClashFailsTheReload(workers: Int) throws {
+        try Self.requireLocalhostIsLoopback()
+        let echo = try Backend(name: "echo", behavior: .echo)
+        defer { echo.stop() }
+        let port = try reserveLoopbackPort()
+        let spare = try reserveLoopbackPort()
+        let before = Self.global(workers: workers) + OpsConfig.service("a", listen: "127.0.0.1:\(port)", servers: ["s \(echo.address)"])
+        let proxy = try SwitchyardProcess(config: before)
+        defer { proxy.stop() }
+        // c binds a new port first; then b's name meets a's socket: the reload fails, and c's
+        // listener, closed again, is never logged as listening.
+        try proxy.rewriteConfig(before
+            + OpsConfig.service("c", listen: "127.0.0.1:\(spare)", servers: ["s \(echo.address)"])
+            + OpsConfig.service("b", listen: "localhost:\(port)", servers: ["s \(echo.address)"]))
+        proxy.child.signal(SIGHUP)
+        let failure = try proxy.waitForLogLine("reload failed") { $0.message == "reload failed; keeping the running configuration" }
+        #expect(failure["error"] == "service b: cannot listen on localhost:\(port): it is 127.0.0.1:\(port), where service a listens too (listen 127.0.0.1:\(port))",
+                "\(failure.raw)")
+        #expect(proxy.listenAddresses(service: "c").isEmpty, "c was logged as listening:\n\(proxy.recentLog())")
+        #expect(throws: (any Error).self, "c's port must be closed again") { try TestClient(port: spare).close() }
+        // Every connection still goes to service a.
+        for _ in 0..<10 {
+            let client = try TestClient(port: port)
+            try client.roundTrip("a\n")
+            client.close()
+        }
+        let status = try proxy.status()
+        #expect(status.service("b") == nil, "\(status)")
+        #expect(status.service("a")?["accepted_total"] as? Int == 10, "\(status)")
+    }
+
+    @Test("With two workers, a reload still moves a listener between overlapping addresses (127.0.0.1:P to 0.0.0.0:P and back)")
+    func overlappingMoveStillReloads() throws {
+        let echo = try Backend(name: "echo", behavior: .echo)
+        defer { echo.stop() }
+        let port = try reserveLoopbackPort()
+        func config(_ listen: String) -> String {
+            Self.global(workers: 2) + OpsConfig.service("a", listen: listen, servers: ["s \(echo.address)"])
+        }
+        let proxy = try SwitchyardProcess(config: config("127.0.0.1:\(port)"))
+        defer { proxy.stop() }
+        for (n, listen) in ["0.0.0.0:\(port)", "127.0.0.1:\(port)"].enumerated() {
+            try proxy.rewriteConfig(config(listen))
+            try proxy.reloadBySignal(expectSuccessCount: n + 1)
+            #expect(proxy.logCount("reload failed; keeping the running configuration") == 0, "\(proxy.recentLog())")
+            #expect(try proxy.status().service("a")?["listeners"] as? [String] == [listen], "after the move to \(listen)")
+            let client = try TestClient(port: port)
+            try client.roundTrip("after the move to \(listen)\n")
+            client.close()
+        }
+    }
+
+    @Test("A server whose address the file changes stays disabled (and drained), and the log says it moved", arguments: ["disable", "drain"])
+    func movedServerKeepsItsAdminState(action: String) throws {
+        let a = try Backend(name: "a", behavior: .identify)
+        defer { a.stop() }
+        let b = try Backend(name: "b", behavior: .identify)
+        defer { b.stop() }
+        let aMoved = try Backend(name: "a-moved", behavior: .identify)
+        defer { aMoved.stop() }
+        func config(_ aAddress: String) -> String {
+            OpsConfig.global() + OpsConfig.service("web", servers: ["a \(aAddress)", "b \(b.address)"])
+        }
+        let proxy = try SwitchyardProcess(config: config(a.address))
+        defer { proxy.stop() }
+        try proxy.waitForServersUp(service: "web", servers: ["a", "b"])
+        let reply = try proxy.admin("POST", "/services/web/servers/a/\(action)")
+        #expect(reply.status == 200, "\(reply)")
+        let expected = action == "disable" ? "disabled" : "draining"
+        #expect(try proxy.status().state("web", "a") == expected)
+
+        try proxy.rewriteConfig(config(aMoved.address))
+        try proxy.reloadBySignal(expectSuccessCount: 1)
+        let moved = try proxy.waitForLogLine("server moved") { ($0.message?.hasPrefix("server moved") == true) }
+        #expect(moved["server"] == "a" && moved["from"] == a.address && moved["to"] == aMoved.address, "\(moved.raw)")
+        #expect(!proxy.logLines.contains { ($0.message?.hasPrefix("server removed") == true) }, "\(proxy.recentLog())")
+        // Give the moved server's probes time to find it up: it must stay out all the same.
+        func passed() throws -> Double {
+            try proxy.metrics().value("switchyard_health_checks_total", ["service": "web", "server": "a", "result": "success"])
+        }
+        let passedAtReload = try passed()
+        try waitUntil("two probes of the moved server to pass", timeout: .seconds(5)) { try passed() >= passedAtReload + 2 }
+        #expect(try proxy.status().state("web", "a") == expected)
+        let seen = try ReloadTests.identifyMany(port: try proxy.port("web"), count: 6)
+        #expect(seen == ["b": 6], "a new connection reached the \(expected) server: \(seen)")
+    }
+
+    @Test("A server down from the start is logged at warning with its probe's error")
+    func serverDownFromTheStartIsLogged() throws {
+        let up = try Backend(name: "up", behavior: .echo)
+        defer { up.stop() }
+        let closedPort = try reserveLoopbackPort()  // nothing listens there once it returns
+        let proxy = try SwitchyardProcess(config: OpsConfig.global()
+            + OpsConfig.service("web", servers: ["up \(up.address)", "gone 127.0.0.1:\(closedPort)"]))
+        defer { proxy.stop() }
+        let line = try proxy.waitForLogLine("server gone down") { $0.message == "server gone down: first probe failed" }
+        #expect(line["level"] == "warning" && line["service"] == "web" && line["state"] == "down", "\(line.raw)")
+        #expect(line["error"]?.contains("connection refused") == true, "\(line.raw)")
+        #expect(!proxy.logLines.contains { ($0.message?.hasPrefix("server up down") == true) }, "\(proxy.recentLog())")
+    }
+
+    @Test("Reload warnings compare with what runs: going back to the running log level warns no more")
+    func reloadWarningsCompareWithTheRunningValues() throws {
+        let echo = try Backend(name: "echo", behavior: .echo)
+        defer { echo.stop() }
+        let service = OpsConfig.service("web", servers: ["echo \(echo.address)"])
+        let proxy = try SwitchyardProcess(config: OpsConfig.global() + service)
+        defer { proxy.stop() }
+        let warning = "reload: a change of log_level or log_format takes effect at the next start"
+        try proxy.rewriteConfig(OpsConfig.global().replacingOccurrences(of: "log_level = info", with: "log_level = debug") + service)
+        try proxy.reloadBySignal(expectSuccessCount: 1)
+        #expect(proxy.logCount(warning) == 1, "\(proxy.recentLog())")
+        try proxy.rewriteConfig(OpsConfig.global() + service)
+        try proxy.reloadBySignal(expectSuccessCount: 2)
+        #expect(proxy.logCount(warning) == 1, "the file is back to the running values:\n\(proxy.recentLog())")
+    }
+}
