@@ -112,51 +112,55 @@ enum MetricsExporter {
         // reload removed keeps its series while its connections finish (not usable), so that the
         // per-server series still add up to what is open; they go once the last one ends.
         let allServices = picture.services + picture.retired
-        func each(_ body: (ServerTotals, Bool, [(String, String)]) -> Void) {
-            for service in allServices {
-                for server in service.servers {
-                    body(server.totals, server.usable, [("service", service.shared.name), ("server", server.descriptor.name)])
-                }
-                for server in service.draining {
-                    body(server.totals, false, [("service", service.shared.name), ("server", server.name)])
-                }
+        // Each server's labels are rendered once for all its families.
+        var series: [(totals: ServerTotals, usable: Bool, labels: PrometheusWriter.Labels)] = []
+        for service in allServices {
+            for server in service.servers {
+                series.append((server.totals, server.usable,
+                               PrometheusWriter.Labels([("service", service.shared.name), ("server", server.descriptor.name)])))
             }
+            for server in service.draining {
+                series.append((server.totals, false, PrometheusWriter.Labels([("service", service.shared.name), ("server", server.name)])))
+            }
+        }
+        func each(_ body: (ServerTotals, Bool, PrometheusWriter.Labels) -> Void) {
+            for entry in series { body(entry.totals, entry.usable, entry.labels) }
         }
         w.gauge("switchyard_build_info", help: "Build information; always 1.") { f in
             f.add(labels: [("version", SwitchyardVersion.current)], value: 1)
         }
         w.counter("switchyard_connections_total", help: "Client connections relayed to a server.") { f in
-            each { totals, _, labels in f.add(labels: labels, value: totals.connectionsTotal) }
+            each { totals, _, labels in f.add(labels, value: totals.connectionsTotal) }
         }
         w.gauge("switchyard_connections_active", help: "Client connections being relayed to a server now.") { f in
-            each { totals, _, labels in f.add(labels: labels, value: totals.connectionsActive) }
+            each { totals, _, labels in f.add(labels, value: totals.connectionsActive) }
         }
         w.gauge("switchyard_connections_connecting", help: "Client connections whose connect to the server is in progress.") { f in
-            each { totals, _, labels in f.add(labels: labels, value: totals.connecting) }
+            each { totals, _, labels in f.add(labels, value: totals.connecting) }
         }
         w.counter("switchyard_bytes_received_total", help: "Bytes received from clients.") { f in
-            each { totals, _, labels in f.add(labels: labels, value: totals.bytesFromClients) }
+            each { totals, _, labels in f.add(labels, value: totals.bytesFromClients) }
         }
         w.counter("switchyard_bytes_sent_total", help: "Bytes sent to clients.") { f in
-            each { totals, _, labels in f.add(labels: labels, value: totals.bytesToClients) }
+            each { totals, _, labels in f.add(labels, value: totals.bytesToClients) }
         }
         w.counter("switchyard_connect_failures_total", help: "Failed upstream connect attempts, by reason.") { f in
             each { totals, _, labels in
                 for reason in ConnectFailureReason.allCases {
-                    f.add(labels: labels + [("reason", reason.label)], value: totals.connectFailures[reason.rawValue])
+                    f.add(labels.adding("reason", reason.label), value: totals.connectFailures[reason.rawValue])
                 }
             }
         }
         w.gauge("switchyard_server_up", help: "1 when the server may take new connections.") { f in
-            each { _, usable, labels in f.add(labels: labels, value: usable ? 1 : 0) }
+            each { _, usable, labels in f.add(labels, value: usable ? 1 : 0) }
         }
         w.counter("switchyard_server_ejections_total", help: "Passive ejections (circuit breaker opened).") { f in
-            each { totals, _, labels in f.add(labels: labels, value: totals.ejections) }
+            each { totals, _, labels in f.add(labels, value: totals.ejections) }
         }
         w.counter("switchyard_health_checks_total", help: "Active health probes, by result.") { f in
             each { totals, _, labels in
-                f.add(labels: labels + [("result", "success")], value: totals.healthChecksPassed)
-                f.add(labels: labels + [("result", "failure")], value: totals.healthChecksFailed)
+                f.add(labels.adding("result", "success"), value: totals.healthChecksPassed)
+                f.add(labels.adding("result", "failure"), value: totals.healthChecksFailed)
             }
         }
         w.counter("switchyard_rejected_connections_total", help: "Client connections closed without being relayed, by reason.") { f in
@@ -170,7 +174,7 @@ enum MetricsExporter {
             for service in allServices { f.add(labels: [("service", service.shared.name)], value: service.totals.retries) }
         }
         w.histogram("switchyard_connect_duration_seconds", help: "Time to connect to a server.") { f in
-            each { totals, _, labels in f.add(labels: labels, histogram(totals.connectDuration)) }
+            each { totals, _, labels in f.add(labels, histogram(totals.connectDuration)) }
         }
         w.histogram("switchyard_connection_duration_seconds", help: "Lifetime of client connections.") { f in
             for service in allServices {

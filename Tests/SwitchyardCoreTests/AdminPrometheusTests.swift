@@ -138,4 +138,36 @@ import Testing
         #expect(PrometheusWriter.escapeLabelValue("a\\b\"c\nd\te") == "a\\\\b\\\"c\\nd\te")
         #expect(PrometheusWriter.escapeHelp("a\\b\"c\nd") == "a\\\\b\"c\\nd")
     }
+
+    @Test("Pre-rendered label sets give the same text as label pairs (escaping, an added label, histograms, no labels)")
+    func preRenderedLabels() {
+        var h = Histogram(upperBounds: [0.5, 0.005, 1])
+        for v in [0.001, 0.7, 3] { h.observe(v) }
+        let pairs = [("service", "a\"b"), ("9bad-name", "x\ny")]
+        var viaPairs = PrometheusWriter()
+        viaPairs.counter("c_total", help: "c") { f in
+            f.add(labels: pairs, value: UInt64(7))
+            f.add(labels: pairs + [("reason", "r")], value: 8)
+            f.add(labels: [], value: 9)
+        }
+        viaPairs.histogram("h_seconds", help: "h") { f in
+            f.add(labels: pairs, h)
+            f.add(labels: [], h)
+        }
+        let labels = PrometheusWriter.Labels(pairs)
+        var viaLabels = PrometheusWriter()
+        viaLabels.counter("c_total", help: "c") { f in
+            f.add(labels, value: UInt64(7))
+            f.add(labels.adding("reason", "r"), value: 8)
+            f.add(PrometheusWriter.Labels([]), value: 9)
+        }
+        viaLabels.histogram("h_seconds", help: "h") { f in
+            f.add(labels, h)
+            f.add(PrometheusWriter.Labels([]), h)
+        }
+        #expect(viaLabels.text == viaPairs.text)
+        #expect(viaPairs.text.contains(#"c_total{service="a\"b",_9bad_name="x\ny",reason="r"} 8"#), "\(viaPairs.text)")
+        #expect(viaPairs.text.contains(#"h_seconds_bucket{le="0.005"} 1"#), "\(viaPairs.text)")
+        #expect(PrometheusWriter.Labels([]).adding("a", "b").adding("c", "d").rendered == Array(#"a="b",c="d""#.utf8))
+    }
 }

@@ -29,10 +29,28 @@ public struct PrometheusWriter: Sendable {
         case untyped
     }
 
+    /// A label set rendered once (`a="x",b="y"`), for series that share it across families (a
+    /// server's `service` and `server`): far cheaper than the pairs for every sample.
+    public struct Labels: Sendable {
+        var rendered: [UInt8] = []
+
+        public init(_ pairs: [(String, String)]) {
+            PrometheusWriter.appendLabels(&rendered, pairs)
+        }
+
+        /// These labels and one more.
+        public func adding(_ name: String, _ value: String) -> Labels {
+            var copy = self
+            if !copy.rendered.isEmpty { copy.rendered.append(UInt8(ascii: ",")) }
+            PrometheusWriter.appendLabels(&copy.rendered, [(name, value)])
+            return copy
+        }
+    }
+
     /// Samples of one counter, gauge or untyped family.
     public struct Samples: Sendable {
         public let name: String
-        fileprivate var lines = ""
+        fileprivate var lines: [UInt8] = []
 
         fileprivate init(name: String) { self.name = name }
 
@@ -48,24 +66,53 @@ public struct PrometheusWriter: Sendable {
         public mutating func add(labels: [(String, String)] = [], value: UInt64) {
             PrometheusWriter.appendSample(&lines, name, labels, String(value))
         }
+
+        public mutating func add(_ labels: Labels, value: UInt64) {
+            PrometheusWriter.appendSample(&lines, name, labels.rendered, String(value))
+        }
+
+        public mutating func add(_ labels: Labels, value: Int) {
+            PrometheusWriter.appendSample(&lines, name, labels.rendered, String(value))
+        }
     }
 
     /// Samples of one histogram family.
     public struct HistogramSamples: Sendable {
         public let name: String
-        fileprivate var lines = ""
+        fileprivate var lines: [UInt8] = []
 
         fileprivate init(name: String) { self.name = name }
 
+        /// `le` values of the last bounds seen (every series of a family has the same bounds):
+        /// formatted once, not once per series.
+        private var boundsText: (bounds: [Double], text: [String]) = ([], [])
+
         public mutating func add(labels: [(String, String)] = [], _ histogram: Histogram) {
+            add(Labels(labels), histogram)
+        }
+
+        public mutating func add(_ labels: Labels, _ histogram: Histogram) {
             let cumulative = histogram.cumulativeCounts
-            for (i, bound) in histogram.upperBounds.enumerated() {
-                PrometheusWriter.appendSample(&lines, name + "_bucket", labels + [("le", PrometheusWriter.format(bound))],
-                                              String(cumulative[i]))
+            let bounds = histogram.upperBounds
+            if boundsText.bounds != bounds { boundsText = (bounds, bounds.map(PrometheusWriter.format)) }
+            // `NAME_bucket{LABELS,le="` once; each bucket adds its bound and count.
+            var head: [UInt8] = []
+            head += name + "_bucket{"
+            head += labels.rendered
+            head += labels.rendered.isEmpty ? "le=\"" : ",le=\""
+            for i in bounds.indices {
+                lines += head
+                lines += boundsText.text[i]
+                lines += "\"} "
+                lines += String(cumulative[i])
+                lines += "\n"
             }
-            PrometheusWriter.appendSample(&lines, name + "_bucket", labels + [("le", "+Inf")], String(histogram.count))
-            PrometheusWriter.appendSample(&lines, name + "_sum", labels, PrometheusWriter.format(histogram.sum))
-            PrometheusWriter.appendSample(&lines, name + "_count", labels, String(histogram.count))
+            lines += head
+            lines += "+Inf\"} "
+            lines += String(histogram.count)
+            lines += "\n"
+            PrometheusWriter.appendSample(&lines, name + "_sum", labels.rendered, PrometheusWriter.format(histogram.sum))
+            PrometheusWriter.appendSample(&lines, name + "_count", labels.rendered, String(histogram.count))
         }
     }
 
@@ -73,7 +120,7 @@ public struct PrometheusWriter: Sendable {
         var name: String
         var help: String
         var type: MetricType
-        var lines = ""
+        var lines: [UInt8] = []
     }
 
     private var families: [Family] = []
@@ -118,8 +165,11 @@ public struct PrometheusWriter: Sendable {
     }
 
     /// The exposition text (empty when nothing was declared).
-    public var text: String {
-        var out = ""
+    public var text: String { String(decoding: bytes, as: UTF8.self) }
+
+    public var bytes: [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(families.reduce(0) { $0 + $1.lines.count + 200 })
         for family in families {
             out += "# HELP \(family.name) \(Self.escapeHelp(family.help))\n"
             out += "# TYPE \(family.name) \(family.type.rawValue)\n"
@@ -128,26 +178,41 @@ public struct PrometheusWriter: Sendable {
         return out
     }
 
-    public var bytes: [UInt8] { Array(text.utf8) }
-
     // MARK: - Formatting
 
-    fileprivate static func appendSample(_ out: inout String, _ name: String, _ labels: [(String, String)], _ value: String) {
+    fileprivate static func appendSample(_ out: inout [UInt8], _ name: String, _ labels: [(String, String)], _ value: String) {
         out += name
         if !labels.isEmpty {
             out += "{"
-            for (i, (label, labelValue)) in labels.enumerated() {
-                if i > 0 { out += "," }
-                out += sanitize(label, allowColon: false)
-                out += "=\""
-                out += escapeLabelValue(labelValue)
-                out += "\""
-            }
+            appendLabels(&out, labels)
             out += "}"
         }
         out += " "
         out += value
         out += "\n"
+    }
+
+    fileprivate static func appendSample(_ out: inout [UInt8], _ name: String, _ renderedLabels: [UInt8], _ value: String) {
+        out += name
+        if !renderedLabels.isEmpty {
+            out.append(UInt8(ascii: "{"))
+            out += renderedLabels
+            out.append(UInt8(ascii: "}"))
+        }
+        out.append(UInt8(ascii: " "))
+        out += value
+        out.append(UInt8(ascii: "\n"))
+    }
+
+    /// `a="x",b="y"` (no braces).
+    fileprivate static func appendLabels(_ out: inout [UInt8], _ labels: [(String, String)]) {
+        for (i, (label, labelValue)) in labels.enumerated() {
+            if i > 0 { out += "," }
+            out += sanitize(label, allowColon: false)
+            out += "=\""
+            out += escapeLabelValue(labelValue)
+            out += "\""
+        }
     }
 
     /// Prometheus float syntax: `+Inf`, `-Inf`, `NaN`; integers in plain digits; otherwise shortest round-trip.
@@ -190,6 +255,16 @@ public struct PrometheusWriter: Sendable {
 
     /// Metric names: `[a-zA-Z_:][a-zA-Z0-9_:]*`; label names: `[a-zA-Z_][a-zA-Z0-9_]*`.
     static func sanitize(_ name: String, allowColon: Bool) -> String {
+        // Names are nearly always valid already: no copy then.
+        let valid = name.utf8.enumerated().allSatisfy { i, b in
+            switch b {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "_"): return true
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): return i > 0
+            case UInt8(ascii: ":"): return allowColon
+            default: return false
+            }
+        }
+        if valid && !name.isEmpty { return name }
         var bytes = name.utf8.map { b -> UInt8 in
             switch b {
             case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
@@ -204,4 +279,9 @@ public struct PrometheusWriter: Sendable {
         if bytes.first.map(HTTPSyntax.isDigit) ?? true { bytes.insert(UInt8(ascii: "_"), at: 0) }
         return String(decoding: bytes, as: UTF8.self)
     }
+}
+
+/// Text into a byte buffer (the exposition is built as bytes: far cheaper than growing Strings).
+fileprivate func += (bytes: inout [UInt8], text: String) {
+    bytes.append(contentsOf: text.utf8)
 }
