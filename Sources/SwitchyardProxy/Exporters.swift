@@ -237,6 +237,11 @@ enum StatusExporter {
                                     j.field("bytes_sent_total", server.totals.bytesToClients)
                                     j.field("probe_successes", status.probeSuccesses)
                                     j.field("probe_failures", status.probeFailures)
+                                    if let error = status.lastProbeError {
+                                        j.field("last_probe_error", error)
+                                    } else {
+                                        j.nullField("last_probe_error")
+                                    }
                                     j.field("connect_failures", status.connectFailures)
                                     j.field("ejections_total", status.totalEjections)
                                     if let left = status.ejectionRemaining {

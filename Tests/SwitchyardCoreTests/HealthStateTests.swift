@@ -48,6 +48,9 @@ extension ServiceHealth {
         #expect(down?.description == "server a down: 3 consecutive probe failures: connection refused")
         #expect(!h.isUsable(0))
         #expect(h.probeFailed(0, now: 7, reason: "timeout") == nil)  // reported once
+        #expect(h.status(now: 7)[0].lastProbeError == "timeout")
+        _ = h.probeSucceeded(0, now: 8)
+        #expect(h.status(now: 8)[0].lastProbeError == nil)
     }
 
     @Test func riseCountsConsecutiveSuccessesAndAFailureResetsIt() {

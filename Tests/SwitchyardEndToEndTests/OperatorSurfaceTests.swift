@@ -158,7 +158,7 @@ struct OperatorSurfaceTests {
         #expect(seen == ["b": 6], "a new connection reached the \(expected) server: \(seen)")
     }
 
-    @Test("A server down from the start is logged at warning with its probe's error")
+    @Test("A server down from the start is logged at warning with its probe's error, which /status shows")
     func serverDownFromTheStartIsLogged() throws {
         let up = try Backend(name: "up", behavior: .echo)
         defer { up.stop() }
@@ -170,6 +170,10 @@ struct OperatorSurfaceTests {
         #expect(line["level"] == "warning" && line["service"] == "web" && line["state"] == "down", "\(line.raw)")
         #expect(line["error"]?.contains("connection refused") == true, "\(line.raw)")
         #expect(!proxy.logLines.contains { ($0.message?.hasPrefix("server up down") == true) }, "\(proxy.recentLog())")
+        // /status says why too, and only for the failing server.
+        let status = try proxy.status()
+        #expect((status.server("web", "gone")?["last_probe_error"] as? String)?.contains("connection refused") == true, "\(status)")
+        #expect(status.server("web", "up")?["last_probe_error"] is NSNull, "\(status)")
     }
 
     @Test("Reload warnings compare with what runs: going back to the running log level warns no more")

@@ -80,6 +80,8 @@ public struct ServerStatus: Equatable, Sendable {
     public var consecutiveEjections: Int
     /// Ejections since the start.
     public var totalEjections: Int
+    /// Why the last probe failed, while probes fail (nil once one passes).
+    public var lastProbeError: String?
     /// Time left of the current ejection; nil unless ejected (zero when half-open).
     public var ejectionRemaining: Duration?
     /// Slow-start factor now (1.0 when not ramping).
@@ -101,6 +103,8 @@ public struct ServerHealth: Sendable {
     public internal(set) var isActiveUp: Bool
     public internal(set) var probeSuccesses = 0
     public internal(set) var probeFailures = 0
+    /// Why the last probe failed; nil once one passes.
+    public internal(set) var lastProbeError: String?
     public internal(set) var connectFailures = 0
     public internal(set) var consecutiveEjections = 0
     public internal(set) var totalEjections = 0
@@ -298,6 +302,7 @@ public struct ServerHealth: Sendable {
     mutating func probeSucceeded(now: UInt64, settings: HealthSettings, inStartup: Bool) -> HealthTransition? {
         guard settings.check != .none else { return nil }
         probeFailures = 0
+        lastProbeError = nil
         probeSuccesses += 1
         if !isActiveUp {
             let first = !everUp
@@ -319,6 +324,7 @@ public struct ServerHealth: Sendable {
         guard settings.check != .none else { return nil }
         probeSuccesses = 0
         probeFailures += 1
+        lastProbeError = reason
         guard isActiveUp, probeFailures >= settings.fallCount else { return nil }
         isActiveUp = false
         // Down supersedes an ejection: the active check now owns the server. The backoff step is kept.
@@ -342,6 +348,7 @@ public struct ServerHealth: Sendable {
             probeSuccesses: probeSuccesses, probeFailures: probeFailures,
             connectFailures: connectFailures,
             consecutiveEjections: consecutiveEjections, totalEjections: totalEjections,
+            lastProbeError: lastProbeError,
             ejectionRemaining: ejectionRemaining(now: now).map { .healthMillis($0) },
             weightFactor: weightFactor(now: now, settings: settings))
     }

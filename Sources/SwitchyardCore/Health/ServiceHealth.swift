@@ -108,6 +108,7 @@ public struct ServiceHealth: Sendable {
             carried.everUp = true
             carried.probeSuccesses = 0
             carried.probeFailures = 0
+            carried.lastProbeError = nil
         }
         servers[server] = carried
     }
