@@ -49,8 +49,10 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
     private var bytesOut: UInt64 = 0  // to the client
     private let startedAt: UInt64
     private var lastActivity: UInt64
-    /// Bytes on their way out and not yet acknowledged, at the last idle check (see `timerFired`).
+    /// Bytes on their way out and not yet acknowledged, at the last idle check (see `timerFired`),
+    /// and when that check was.
     private var unacknowledgedAtLastCheck = 0
+    private var lastIdleCheck: UInt64 = 0
     private var clientEOF = false
     private var upstreamEOF = false
     /// Our write side towards that peer is shut, or will be once its queued writes flush.
@@ -204,20 +206,23 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
             // Bytes leaving count as activity too, not only bytes arriving: a slow reader taking a
             // long answer after its server went quiet keeps the connection (nginx's
             // proxy_timeout counts reads and writes alike). The bytes not yet acknowledged fall
-            // as the reader takes them; any change since the last check is progress, dated to
-            // this check. While some are pending the checks come every quarter of the timeout,
-            // so a reader that stops is cut at most a quarter late.
+            // as the reader takes them: while some are pending the checks come every quarter of
+            // the timeout, and a change since the last check is progress, dated to this check —
+            // if that check came after the last read, so that the count it took was of bytes
+            // already on their way (otherwise the change may be only what that read queued, and
+            // a reader stalled since would get a whole timeout more). So a reader that stops is
+            // cut at most a quarter late.
             let unacknowledged = unacknowledgedOutput()
-            if unacknowledged != unacknowledgedAtLastCheck {
-                unacknowledgedAtLastCheck = unacknowledged
+            if unacknowledged != unacknowledgedAtLastCheck && lastIdleCheck >= lastActivity {
                 lastActivity = now
             }
+            unacknowledgedAtLastCheck = unacknowledged
+            lastIdleCheck = now
             let quiet = now &- lastActivity
             if quiet >= idle {
                 finish("idle_timeout")
             } else {
-                let remaining = idle - quiet
-                timer?.start(timeout: unacknowledged > 0 ? min(remaining, max(1, idle / 4)) : remaining)
+                timer?.start(timeout: unacknowledged > 0 ? max(1, idle / 4) : idle - quiet)
             }
         case .finished:
             break
@@ -478,7 +483,8 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
 
     private func fail(side: TCPStream, _ error: UVError) {
         let who = side.tag == Self.clientTag ? "client" : "server"
-        let what = error == .connectionReset ? "reset" : "error"
+        // A write or shutdown on a socket the peer reset fails with EPIPE or ENOTCONN: a reset too.
+        let what = error == .connectionReset || error == .brokenPipe || error == .notConnected ? "reset" : "error"
         finish("\(who)_\(what)", error: error.description, reset: true)
     }
 

@@ -328,7 +328,10 @@ private struct Direction {
             if srcEOF {
                 if !shutDown {
                     shutDown = true
-                    if Glibc.shutdown(dst, Int32(SHUT_WR)) < 0 { return .destination(errno) }
+                    // ENOTCONN: the destination was reset after taking its last bytes (a peer
+                    // that closed without reading an answer): nothing is left to shut, and the
+                    // buffered relay, which closes instead of shutting down here, ends the same.
+                    if Glibc.shutdown(dst, Int32(SHUT_WR)) < 0 && errno != ENOTCONN { return .destination(errno) }
                 }
                 return nil
             }

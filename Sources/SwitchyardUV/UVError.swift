@@ -18,6 +18,8 @@ public struct UVError: Error, Equatable, Hashable, Sendable, CustomStringConvert
     public static let again = UVError(Int32(UV_EAGAIN.rawValue))
     public static let connectionRefused = UVError(Int32(UV_ECONNREFUSED.rawValue))
     public static let connectionReset = UVError(Int32(UV_ECONNRESET.rawValue))
+    public static let brokenPipe = UVError(Int32(UV_EPIPE.rawValue))
+    public static let notConnected = UVError(Int32(UV_ENOTCONN.rawValue))
 }
 
 extension UVError {

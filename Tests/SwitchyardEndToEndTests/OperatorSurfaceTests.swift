@@ -15,6 +15,11 @@ struct OperatorSurfaceTests {
         return text + "\n"
     }
 
+    /// A service with its own `splice` (not SWITCHYARD_TEST_SPLICE's) and no probes.
+    static func service(_ name: String, server: String, extra: [String]) -> String {
+        "[service \(name)]\nlisten = 127.0.0.1:0\nserver = \(server)\ncheck = none\n" + extra.map { $0 + "\n" }.joined() + "\n"
+    }
+
     /// `localhost` must be 127.0.0.1 first (switchyard takes a name's first IPv4 answer).
     static func requireLocalhostIsLoopback() throws {
         var hints = addrinfo()
@@ -190,5 +195,55 @@ struct OperatorSurfaceTests {
         try proxy.rewriteConfig(OpsConfig.global() + service)
         try proxy.reloadBySignal(expectSuccessCount: 2)
         #expect(proxy.logCount(warning) == 1, "the file is back to the running values:\n\(proxy.recentLog())")
+    }
+
+    @Test("A connection whose reader stopped is cut at idle_timeout after the last byte moved, not twice that", arguments: ["off", "on"])
+    func stalledConnectionIsCutOnTime(splice: String) throws {
+        let echo = try Backend(name: "echo", behavior: .echo)
+        defer { echo.stop() }
+        let proxy = try SwitchyardProcess(config: TestConfig.global()
+            + Self.service("stall", server: "echo \(echo.address)", extra: ["idle_timeout = 4s", "splice = \(splice)"]))
+        defer { proxy.stop() }
+        // The client writes and never reads: the echo backs up until nothing moves any more.
+        let client = try TestClient(port: try proxy.port("stall"), receiveBuffer: 16 * 1024)
+        defer { client.close() }
+        let connected = ContinuousClock.now
+        var lastSend = connected
+        let chunk = [UInt8](repeating: 0x61, count: 16 * 1024)
+        while (try? client.send(chunk, timeout: .milliseconds(500))) != nil {
+            lastSend = .now
+            if lastSend - connected > .seconds(3) { break }
+        }
+        let stalledAfterMs = Int((lastSend - connected) / .milliseconds(1))
+        #expect(stalledAfterMs < 3000, "the client could still send after 3 s: nothing stalled")
+        let line = try proxy.waitForConnectionClosed(client: client.localAddress, timeout: .seconds(15))
+        #expect(line["end"] == "idle_timeout", "\(line.raw)")
+        // Nothing moved since about `stalledAfterMs`: the cut is due then + 4 s (the checks come
+        // every quarter, so up to 1 s later). It used to come at 8 s, a whole timeout late.
+        let duration = try #require(line["duration_ms"].flatMap { Int($0) })
+        #expect(duration >= 4000, "\(line.raw)")
+        #expect(duration < stalledAfterMs + 4000 + 1000 + 1000, "cut \(duration) ms after the start; the last byte moved at about \(stalledAfterMs) ms: \(line.raw)")
+    }
+
+    @Test("A client that closes before reading the answer: logged the same with and without splice (closed, not an error)", arguments: ["off", "on"])
+    func closeBeforeAnswerIsAPlainClose(splice: String) throws {
+        let backend = try Backend(name: "late", behavior: .replyAfterEOF(replyBytes: 9))
+        defer { backend.stop() }
+        let proxy = try SwitchyardProcess(config: TestConfig.global()
+            + Self.service("late", server: "late \(backend.address)", extra: ["splice = \(splice)"]))
+        defer { proxy.stop() }
+        let port = try proxy.port("late")
+        var clients: [String] = []
+        for _ in 0..<20 {
+            let client = try TestClient(port: port)
+            try client.send("hello\n")
+            clients.append(client.localAddress)
+            client.close()  // its kernel answers the 9-byte reply with a reset
+        }
+        for address in clients {
+            let line = try proxy.waitForConnectionClosed(client: address)
+            #expect(["closed", "client_reset"].contains(line["end"]), "\(line.raw)")
+            #expect(line["end"] != "client_error" && line["error"] != "socket is not connected", "\(line.raw)")
+        }
     }
 }
