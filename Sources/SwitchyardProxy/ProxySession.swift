@@ -284,7 +284,8 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
         case .bytes(let buffer, let count):
             self.stream(client, didRead: buffer, count: count)
             return phase == .relaying
-        case .failed:
+        case .failed(let error):
+            fail(side: client, error)
             return false
         case .nothing, .end:
             break  // an end is found again by libuv's reading
@@ -318,11 +319,9 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
                 // then the answer goes to the client with our FIN in the same segment (up to three
                 // segments fewer on the client side, and no loop turn spent on the EOF). A server
                 // that keeps the connection costs one empty read, once per connection.
+                // A server that aborts right behind its answer (a reset: an HTTP server refusing an
+                // upload, say) fails this read: the answer still goes first (`.failed` below).
                 behind = readAtOnce(upstream)
-                if case .failed = behind {
-                    stream.loop.buffers.give(buffer)
-                    return
-                }
             }
             bytesOut &+= UInt64(count)
             serverStats?.bytesToClients.add(UInt64(count))
@@ -335,6 +334,9 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
             return
         }
         switch behind {
+        case .failed(let error):
+            fail(side: upstream, error)
+            return
         case .end:
             // libuv has not seen this end: its reading stops here, and the EOF goes the usual way
             // (end of this loop turn), where the shutdown or close sends the FIN with the answer.
@@ -344,7 +346,7 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
         case .bytes(let spare, let n):
             self.stream(upstream, didRead: spare, count: n)
             return
-        case .nothing, .failed:
+        case .nothing:
             break
         }
         if target.isAboveHighWaterMark {
@@ -362,12 +364,13 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
     }
 
     private enum ReadAtOnce: Equatable {
-        case nothing, end, failed
+        case nothing, end
+        case failed(UVError)
         case bytes(UnsafeMutableRawPointer, Int)
     }
 
     /// Reads what `side`'s socket already holds, outside libuv's reading (`TCPStream.readNow`):
-    /// `.bytes` hands over a pool buffer; `.failed` means the session is ending.
+    /// `.bytes` hands over a pool buffer; `.failed`: the read failed (the caller ends the session).
     private func readAtOnce(_ side: TCPStream) -> ReadAtOnce {
         let pool = client.loop.buffers
         let buffer = pool.take()
@@ -384,8 +387,7 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
             }
         } catch {
             pool.give(buffer)
-            fail(side: side, error)
-            return .failed
+            return .failed(error)
         }
     }
 
@@ -482,10 +484,30 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
     // MARK: Ending
 
     private func fail(side: TCPStream, _ error: UVError) {
+        if side !== client, phase == .relaying { passOnServerLastWords() }
         let who = side.tag == Self.clientTag ? "client" : "server"
         // A write or shutdown on a socket the peer reset fails with EPIPE or ENOTCONN: a reset too.
         let what = error == .connectionReset || error == .brokenPipe || error == .notConnected ? "reset" : "error"
         finish("\(who)_\(what)", error: error.description, reset: true)
+    }
+
+    /// The server socket failed (a write to a server that closed with bytes unread — an answer
+    /// refusing an upload — fails with EPIPE or ECONNRESET): what the server sent before it went
+    /// is still readable, and goes to the client before the session ends (a reset follows it, so
+    /// the client still sees the abort). Buffered relay only (the splice relay has the sockets
+    /// then and reads up to the error itself); at most a few buffers.
+    private func passOnServerLastWords() {
+        guard splice == nil, let upstream, !upstreamEOF else { return }
+        for _ in 0..<4 {
+            switch readAtOnce(upstream) {
+            case .bytes(let buffer, let count):
+                bytesOut &+= UInt64(count)
+                serverStats?.bytesToClients.add(UInt64(count))
+                if client.write(buffer: buffer, count: count, endFollows: false) != nil { return }
+            case .nothing, .end, .failed:
+                return
+            }
+        }
     }
 
     /// Ends the session: closes both sides and releases the server slot. The close is a reset when

@@ -220,9 +220,21 @@ public final class SpliceRelay {
         switch failure {
         case nil: break
         case .source(let e): fail(source, UVError(-e))
-        case .destination(let e): fail(source.other, UVError(-e))
+        case .destination(let e):
+            // A peer that went away with our bytes unread (EPIPE, ECONNRESET: a server refusing
+            // an upload) may have answered first: what it sent goes the other way before the
+            // relay stops (once; its own failure, if any, is then the one reported).
+            if !passingOnLastWords {
+                passingOnLastWords = true
+                pump(from: source.other)
+                if stopped { return }
+            }
+            fail(source.other, UVError(-e))
         }
     }
+
+    /// A failed write is being followed by a last read of the peer that failed (see `pump`).
+    private var passingOnLastWords = false
 
     /// Polls each socket for what its two directions need; reports the end once both are done.
     private func updateWatches() {

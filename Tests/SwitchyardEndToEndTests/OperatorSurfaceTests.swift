@@ -246,4 +246,52 @@ struct OperatorSurfaceTests {
             #expect(line["end"] != "client_error" && line["error"] != "socket is not connected", "\(line.raw)")
         }
     }
+
+    enum AbortCase: String, CaseIterable, Sendable { case firstAnswer, answerToAnUpload }
+
+    @Test("A server that answers and resets at once: the client gets the answer, then the reset (first answer; an upload refused while the client still sends)",
+          arguments: AbortCase.allCases, ["off", "on"])
+    func answerBeforeAResetArrives(abort: AbortCase, splice: String) throws {
+        let listener = try Socket.makeLoopbackListener()
+        defer { close(listener.fd) }
+        let proxy = try SwitchyardProcess(config: TestConfig.global()
+            + Self.service("abort", server: "s 127.0.0.1:\(listener.port)", extra: ["splice = \(splice)", "retries = 0"]))
+        defer { proxy.stop() }
+        let client = try TestClient(port: try proxy.port("abort"))
+        defer { client.close() }
+        try client.send("request\n")
+        // The server side: accept, read the request.
+        let server = try waitFor("the connection at the server", timeout: .seconds(5)) { Socket.acceptNonBlocking(listener.fd) }
+        var serverOpen = true
+        defer { if serverOpen { close(server) } }
+        var request: [UInt8] = []
+        try waitUntil("the request at the server", timeout: .seconds(5)) {
+            var chunk = [UInt8](repeating: 0, count: 64)
+            let n = recv(server, &chunk, chunk.count, 0)
+            if n > 0 { request += chunk[..<n] }
+            return request.count >= 8
+        }
+        // With switchyard stopped, so that it finds everything at once when it wakes: (for the
+        // upload) the client's next bytes, which the server will never read, then the server's
+        // answer and its reset. Without care the answer was lost: the first answer's look for an
+        // end behind it failed on the reset, and a write to the reset server failed first.
+        kill(proxy.pid, SIGSTOP)
+        var resumed = false
+        defer { if !resumed { kill(proxy.pid, SIGCONT) } }
+        if abort == .answerToAnUpload {
+            try client.send([UInt8](repeating: 0x75, count: 64 * 1024))
+        }
+        let answer = Array("refused: \(String(repeating: "x", count: 990))\n".utf8)
+        #expect(send(server, answer, answer.count, Int32(MSG_NOSIGNAL)) == answer.count)
+        Socket.setLingerZero(server)
+        close(server)  // a reset, right behind the answer
+        serverOpen = false
+        kill(proxy.pid, SIGCONT)
+        resumed = true
+        let (bytes, end) = try client.readToEnd(timeout: .seconds(10))
+        #expect(bytes == answer, "the client got \(bytes.count) bytes of the \(answer.count)-byte answer")
+        #expect(end == .reset, "an aborted stream must not end like a complete one")
+        let line = try proxy.waitForConnectionClosed(client: client.localAddress)
+        #expect(line["end"] == "server_reset", "\(line.raw)")
+    }
 }
