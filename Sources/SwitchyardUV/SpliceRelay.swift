@@ -210,10 +210,13 @@ public final class SpliceRelay {
     private func pump(from source: Side) {
         var read = 0
         var sawEOF = false
+        // While passing on a failed peer's last words, its end is its reset, not a FIN: the
+        // failed write took the socket's error, so the read after its bytes returns 0.
+        let endIsReset = passingOnLastWords
         // The mutation ends before any delegate call (which may close the relay).
         let failure = source == .a
-            ? toB.pump(budget: readBudget, read: &read, sawEOF: &sawEOF)
-            : toA.pump(budget: readBudget, read: &read, sawEOF: &sawEOF)
+            ? toB.pump(budget: readBudget, read: &read, sawEOF: &sawEOF, endIsReset: endIsReset)
+            : toA.pump(budget: readBudget, read: &read, sawEOF: &sawEOF, endIsReset: endIsReset)
         if read > 0 { delegate?.relay(self, didRead: read, from: source) }
         if sawEOF { delegate?.relay(self, didReachEOF: source) }
         if stopped { return }  // the delegate closed the relay
@@ -315,7 +318,9 @@ private struct Direction {
     /// the source is drained, and a short write that the destination is full: the poll says when
     /// to go on (it is level-triggered, so a wrong guess costs a loop iteration, never a stall).
     /// That saves the extra call that would only return EAGAIN, per request and per response.
-    mutating func pump(budget: Int, read: inout Int, sawEOF: inout Bool) -> Failure? {
+    /// With `endIsReset`, the source's end is reported as `.source(ECONNRESET)` instead: nothing
+    /// is shut down on the destination, so it cannot take the stream for complete.
+    mutating func pump(budget: Int, read: inout Int, sawEOF: inout Bool, endIsReset: Bool = false) -> Failure? {
         let flags = SWITCHYARD_SPLICE_F_MOVE | SWITCHYARD_SPLICE_F_NONBLOCK
         var budget = budget
         var sourceDrained = false
@@ -357,6 +362,7 @@ private struct Direction {
                 continue
             }
             if n == 0 {
+                if endIsReset { return .source(ECONNRESET) }
                 srcEOF = true
                 sawEOF = true
                 continue
