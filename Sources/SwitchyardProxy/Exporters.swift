@@ -185,6 +185,9 @@ enum MetricsExporter {
             f.add(labels: [("result", "success")], value: runtime.reloadsSucceeded)
             f.add(labels: [("result", "failure")], value: runtime.reloadsFailed)
         }
+        w.counter("switchyard_log_lines_dropped_total", help: "Log lines dropped because standard error was not read fast enough.") { f in
+            f.add(labels: [], value: LogWriter.standardError.droppedLines)
+        }
         return w.bytes
     }
 

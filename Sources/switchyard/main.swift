@@ -63,6 +63,8 @@ struct Run: ParsableCommand {
             StderrLogHandler(label: label, format: format, level: level)
         }
         let logger = Logger(label: "switchyard")
+        // Lines still queued reach standard error before the exit (unless nobody reads it).
+        defer { LogWriter.standardError.flush(timeoutMilliseconds: 2000) }
         do {
             let path = options.config
             let runtime = try ProxyRuntime(config: config, logger: logger) { () throws(ConfigError) in

@@ -247,6 +247,67 @@ struct OperatorSurfaceTests {
         }
     }
 
+    @Test("A log reader that stops reading never stalls traffic: lines past the buffer are dropped, counted in /metrics, and a notice says how many")
+    func stalledLogReaderStallsNothing() throws {
+        let echo = try Backend(name: "echo", behavior: .echo)
+        defer { echo.stop() }
+        let proxy = try SwitchyardProcess(config: Self.global(workers: 1)
+            + Self.service("logged", server: "echo \(echo.address)", extra: []))
+        defer { proxy.stop() }
+        let port = try proxy.port("logged")
+        _ = try proxy.adminPort()  // read from the log before it stops being read
+        proxy.child.stderr.pause()
+        var resumed = false
+        defer { if !resumed { proxy.child.stderr.resume() } }
+        // One `connection closed` line (~250 bytes) each: the 64 KiB pipe is full after ~260 and
+        // the 1 MiB queue after ~4,200 more. A switchyard that wrote on its loop stopped at the
+        // first of those: this connection's round trip timed out. Go on until lines are dropped,
+        // then 500 more.
+        var connections = 0
+        var droppedFrom: Int?
+        while droppedFrom.map({ connections < $0 + 500 }) ?? (connections < 20_000) {
+            let client = try TestClient(port: port)
+            do {
+                try client.roundTrip("hello \(connections)\n")
+            } catch {
+                client.close()
+                throw HarnessError("connection \(connections + 1) with the log unread: \(error)")
+            }
+            client.close()
+            connections += 1
+            if droppedFrom == nil, connections % 250 == 0, try proxy.metrics().value("switchyard_log_lines_dropped_total") > 0 {
+                droppedFrom = connections
+            }
+        }
+        #expect(droppedFrom != nil, "nothing dropped after \(connections) connections: the reader never fell behind?")
+        // Every line is written or dropped, none is lost unsaid; wait for the last to be either.
+        // (The admin endpoint answers all along: the loop never waits for the log.)
+        try waitUntil("all \(connections) lines queued or dropped", timeout: .seconds(10)) {
+            try proxy.status().root["active_connections"] as? Int == 0
+        }
+        let dropped = try proxy.metrics().value("switchyard_log_lines_dropped_total")
+        #expect(dropped > 0, "nothing was dropped: the reader never fell behind?")
+        proxy.child.stderr.resume()
+        resumed = true
+        // Once read again, the next line is preceded by the notice of what was lost.
+        // (From another address: thousands of connections reused the ephemeral ports.)
+        let client = try TestClient(port: port, sourceIP: "127.0.0.2")
+        try client.roundTrip("after\n")
+        client.close()
+        let last = try proxy.waitForConnectionClosed(client: client.localAddress)
+        let lines = proxy.logLines
+        let notices = lines.filter { $0.message == "log lines dropped: standard error was not read fast enough" }
+        #expect(notices.count == 1, "\(notices.map(\.raw))")
+        #expect(notices.first?["level"] == "warning")
+        #expect(notices.first.flatMap { $0["dropped"] }.flatMap(Double.init) == dropped)
+        let closedLines = lines.filter { $0.message == "connection closed" && $0["service"] == "logged" }
+        #expect(closedLines.count + Int(dropped) == connections + 1,
+                "\(closedLines.count) lines written + \(Int(dropped)) dropped for \(connections + 1) connections")
+        // The notice comes right before the line that found room again.
+        let noticeIndex = try #require(lines.firstIndex { $0.message == notices.first?.message })
+        #expect(noticeIndex + 1 < lines.count && lines[noticeIndex + 1].raw == last.raw)
+    }
+
     /// A long answer is more than one read holds (the relay passes on what it has, then resets).
     enum AbortCase: String, CaseIterable, Sendable { case firstAnswer, answerToAnUpload, longAnswerToAnUpload }
 

@@ -60,15 +60,22 @@ final class OutputCollector: Sendable {
         var lines: [LogLine] = []
         var partial: [UInt8] = []
         var closed = false
+        /// Changed only with `gate` locked too, so the reader cannot miss the wake-up.
+        var paused = false
     }
 
     private let state = Mutex(State())
+    /// The reader waits on it while paused.
+    private let gate = NSCondition()
 
     /// Takes ownership of `fd` (closed at end of stream).
     init(fd: Int32, name: String) {
         let thread = Thread { [self] in
             var buffer = [UInt8](repeating: 0, count: 65536)
             while true {
+                gate.lock()
+                while state.withLock({ $0.paused }) { gate.wait() }
+                gate.unlock()
                 let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
                 if n < 0 && errno == EINTR { continue }
                 if n <= 0 { break }
@@ -100,6 +107,21 @@ final class OutputCollector: Sendable {
             if start > state.partial.startIndex { state.partial.removeFirst(start - state.partial.startIndex) }
             state.lines += newLines
         }
+    }
+
+    /// Stops reading (after the read in progress, if any): the writer finds the pipe full once
+    /// it holds 64 KiB. `resume` reads on.
+    func pause() {
+        gate.lock()
+        state.withLock { $0.paused = true }
+        gate.unlock()
+    }
+
+    func resume() {
+        gate.lock()
+        state.withLock { $0.paused = false }
+        gate.broadcast()
+        gate.unlock()
     }
 
     var text: String { state.withLock { String(decoding: $0.bytes, as: UTF8.self) } }
