@@ -7,7 +7,10 @@ import Glibc
 public final class TCPListener: UVHandle {
     public typealias ConnectionHandler = (TCPListener) -> Void
     private var onConnection: ConnectionHandler?
-    /// Called when accepting fails (e.g. EMFILE); the listener keeps listening.
+    /// Called when accepting fails; the listener keeps listening. Not for EMFILE/ENFILE: libuv
+    /// 1.44 then frees its reserve descriptor, accepts and closes every pending connection and
+    /// reports nothing (`uv__emfile_trick`), so those clients are closed unseen.
+    /// `max_connections` against the open-file limit (checked at start) is what prevents it.
     public var onError: ((TCPListener, UVError) -> Void)?
     /// The address actually bound (with the real port when port 0 was asked for).
     public private(set) var boundAddress: SocketAddress
