@@ -759,6 +759,10 @@ public final class ProxyRuntime: @unchecked Sendable {
             admin?.close()
             admin = newAdmin
         }
+        // What no service listens on any more was closed by `apply` (its connections finish).
+        for (key, address) in open.sorted(by: { ($0.key.service, $0.key.address) < ($1.key.service, $1.key.address) }) {
+            logger.info("stopped listening", metadata: ["service": "\(key.service)", "address": "\(address)"])
+        }
         for (service, address) in newlyListening {
             logger.info("listening", metadata: ["service": "\(service)", "address": "\(address)"])
         }

@@ -454,6 +454,10 @@ struct ReloadTests {
 
         try proxy.rewriteConfig(base)
         try proxy.reloadBySignal(expectSuccessCount: 2)
+        // The log says which listener went (logged with the reload, before its `reloaded` line).
+        let stopped = proxy.logLines.filter { $0.message == "stopped listening" }
+        #expect(stopped.count == 1 && stopped.first?["service"] == "extra" && stopped.first?["address"] == "127.0.0.1:\(extraPort)",
+                "\(stopped.map(\.raw))")
         #expect(throws: (any Error).self, "the removed service's port still accepts connections") {
             let client = try TestClient(port: extraPort, timeout: .seconds(2))
             // Accepted anyway? Then it must at least be closed at once.
@@ -487,6 +491,7 @@ struct ReloadTests {
         let extraPort = try proxy.port("extra")
 
         try proxy.reloadBySignal(expectSuccessCount: 1)
+        #expect(proxy.logCount("stopped listening") == 0, "\(proxy.logLines.filter { $0.message == "stopped listening" }.map(\.raw))")
         #expect(proxy.listenAddresses(service: "main").count == 1 && proxy.listenAddresses(service: "extra").count == 1,
                 "a reload of an unchanged file bound new listeners: \(proxy.logLines.filter { $0.message == "listening" }.map(\.raw))")
         #expect(try Self.identifyMany(port: mainPort, count: 3) == ["m": 3], "main's port after the reload")
