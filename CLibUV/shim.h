@@ -81,4 +81,10 @@ static inline void switchyard_tcp_close(uv_tcp_t *tcp, uv_close_cb cb) {
 }
 #endif
 
+/* Returns the heap's free pages to the kernel (glibc; not in Swift's Glibc module). */
+#include <malloc.h>
+static inline int switchyard_malloc_trim(void) {
+    return malloc_trim(0);
+}
+
 #endif

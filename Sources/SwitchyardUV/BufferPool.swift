@@ -11,6 +11,8 @@ public final class BufferPool {
     private var free: [UnsafeMutableRawPointer] = []
     /// Buffers currently handed out (reads in flight or writes queued).
     public private(set) var outstanding = 0
+    /// The fewest free buffers since the last `releaseUnused()`: that many sat unused all along.
+    private var lowWater = 0
 
     public init(bufferSize: Int = 64 * 1024, maxFree: Int = 256) {
         precondition(bufferSize > 0 && maxFree >= 0)
@@ -22,8 +24,22 @@ public final class BufferPool {
     @inline(__always)
     public func take() -> UnsafeMutableRawPointer {
         outstanding += 1
-        if let b = free.popLast() { return b }
+        if let b = free.popLast() {
+            if free.count < lowWater { lowWater = free.count }
+            return b
+        }
         return UnsafeMutableRawPointer.allocate(byteCount: bufferSize, alignment: 64)
+    }
+
+    /// Frees the buffers no one took since the last call (the free list's low-water mark), so
+    /// that memory a burst needed goes back once the burst is over, while a steady load keeps
+    /// what it uses. Returns how many were freed.
+    @discardableResult
+    public func releaseUnused() -> Int {
+        let unused = min(lowWater, free.count)
+        for _ in 0..<unused { free.removeLast().deallocate() }
+        lowWater = free.count
+        return unused
     }
 
     @inline(__always)

@@ -38,8 +38,13 @@ public final class EventLoop: @unchecked Sendable {
     /// same value ran in the same turn.
     private(set) var turn: UInt = 0
     private var stopRequested = false
+    /// Every `trimIntervalMilliseconds`: buffers unused all that while are freed and, if there
+    /// were any, `malloc_trim` gives the heap's free pages back (RSS falls after a burst).
+    private var trimTimer: UVTimer?
+    public let trimIntervalMilliseconds: UInt64
 
-    public init(bufferSize: Int = 64 * 1024) throws(UVError) {
+    public init(bufferSize: Int = 64 * 1024, trimIntervalMilliseconds: UInt64 = 10_000) throws(UVError) {
+        self.trimIntervalMilliseconds = trimIntervalMilliseconds
         raw = .allocate(capacity: 1)
         let rc = uv_loop_init(raw)
         if rc < 0 {
@@ -52,10 +57,16 @@ public final class EventLoop: @unchecked Sendable {
             wakeup = async
             inbox.withLock { $0.async = AsyncPointer(pointer: async.asyncHandle) }
             endOfTurnCheck = try EndOfTurnCheck(loop: self)
+            let timer = try UVTimer(loop: self) { [unowned self] in self.trimMemory() }
+            timer.setKeepsLoopAlive(false)
+            timer.start(timeout: trimIntervalMilliseconds, repeat: trimIntervalMilliseconds)
+            trimTimer = timer
         } catch {
             inbox.withLock { $0.async = nil }
             wakeup?.close()
             wakeup = nil
+            endOfTurnCheck?.close()
+            endOfTurnCheck = nil
             uv_run(raw, UV_RUN_NOWAIT)
             uv_loop_close(raw)
             raw.deallocate()
@@ -153,6 +164,18 @@ public final class EventLoop: @unchecked Sendable {
         for job in jobs { job() }
     }
 
+    /// Memory freed in the last trims (buffers), for tests and diagnostics.
+    public private(set) var buffersReleased = 0
+
+    private func trimMemory() {
+        let freed = buffers.releaseUnused()
+        guard freed > 0 else { return }
+        buffersReleased += freed
+        // The buffers (and whatever a burst's sessions left) are back in the heap; return its
+        // free pages to the kernel. A few milliseconds at most, and only after a burst.
+        _ = switchyard_malloc_trim()
+    }
+
     /// Closes the loop after `run()` returned. Returns false if handles are still open (a leak).
     @discardableResult
     public func finish() -> Bool {
@@ -160,6 +183,8 @@ public final class EventLoop: @unchecked Sendable {
         runEndOfTurn()
         endOfTurnCheck?.close()
         endOfTurnCheck = nil
+        trimTimer?.close()
+        trimTimer = nil
         // Give close callbacks a chance to run.
         uv_run(raw, UV_RUN_NOWAIT)
         let rc = uv_loop_close(raw)
