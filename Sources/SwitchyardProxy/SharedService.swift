@@ -90,7 +90,7 @@ final class SharedService: Sendable {
                 panic: config.health.panic)
             self.health = ServiceHealth(
                 settings: config.health, serverNames: config.servers.map(\.name), now: now,
-                connectTimeout: config.connectTimeout)
+                connectTimeout: config.connectTimeout, backups: config.servers.map(\.backup))
         }
 
         /// Name → configured address of every current server whose address resolved.

@@ -327,6 +327,39 @@ extension ServiceHealth {
         #expect(three.ejectedCount == 1)
     }
 
+    @Test("While a backup is usable, failing primaries are all ejected past the cap; the backup itself stays under it")
+    func aUsableBackupLetsEveryPrimaryGo() {
+        var s = HealthSettings()
+        s.check = .none
+        // conf/switchyard.ini's layout: two primaries and a backup, 50%: a cap of 1.
+        var h = ServiceHealth(settings: s, serverNames: ["pg1", "pg2", "pg3"], now: 0, backups: [false, false, true])
+        #expect(h.maxEjected == 1)
+        #expect(h.failConnects(0, 3, now: 0)?.transition.name == "ejected")
+        // Was: skipped (1 of 3 ejected), so every client waited for pg2's connect timeout first.
+        #expect(h.failConnects(1, 3, now: 0)?.transition.name == "ejected")
+        #expect(h.ejectedCount == 2 && !h.isUsable(0) && !h.isUsable(1) && h.isUsable(2))
+        // The backup failing too is not ejected: the service is not emptied.
+        #expect(h.failConnects(2, 3, now: 0)?.transition.name == "ejection_skipped")
+        #expect(h.isUsable(2))
+
+        // No usable backup (it was drained): the cap holds for primaries as before.
+        var drained = ServiceHealth(settings: s, serverNames: ["pg1", "pg2", "pg3"], now: 0, backups: [false, false, true])
+        _ = drained.setAdminState(2, .draining, now: 0)
+        #expect(drained.failConnects(0, 3, now: 0)?.transition.name == "ejected")
+        #expect(drained.failConnects(1, 3, now: 0)?.transition.name == "ejection_skipped")
+
+        // Without backups nothing changes.
+        var plain = ServiceHealth(settings: s, serverNames: ["pg1", "pg2", "pg3"], now: 0)
+        #expect(plain.failConnects(0, 3, now: 0)?.transition.name == "ejected")
+        #expect(plain.failConnects(1, 3, now: 0)?.transition.name == "ejection_skipped")
+
+        // max_ejection_percent = 0 still turns ejection off, backups or not.
+        var off = s
+        off.maxEjectionPercent = 0
+        var none = ServiceHealth(settings: off, serverNames: ["pg1", "pg2", "pg3"], now: 0, backups: [false, false, true])
+        #expect(none.failConnects(0, 3, now: 0)?.transition.name == "ejection_skipped")
+    }
+
     @Test func trialFailureReEjectsEvenWhenTheCapIsReached() {
         var h = passive(["a", "b"])
         h.failConnects(0, 3, now: 0)

@@ -248,6 +248,43 @@ struct HealthFailoverTests {
         #expect(bk.dataConnectionCount == backupServed)
     }
 
+    @Test("check = none, two dead primaries and a backup: both primaries are ejected (past max_ejection_percent) and the backup serves every client")
+    func passiveEjectionHandsOverToTheBackup() throws {
+        let backends = try Self.backends(["p1", "p2", "bk"])
+        defer { backends.forEach { $0.shutdown() } }
+        let (p1, p2, bk) = (backends[0], backends[1], backends[2])
+        let proxy = try SwitchyardProcess(config: OpsConfig.global()
+            + HealthTestConfig.service("svc", servers: [p1.serverLine, p2.serverLine, bk.serverLine + " backup"], keys: [
+                "check = none", "eject_after = 3", "eject_time = 30s", "max_ejection_percent = 50",  // 1 of 3
+            ]))
+        defer { proxy.stop() }
+        let port = try proxy.port("svc")
+        #expect(Set(try HealthClient.names(port: port, count: 10)) == ["p1", "p2"])
+
+        let mark = proxy.healthLogMark
+        try p1.stop()
+        try p2.stop()
+        // Retries hide the refused connects; each primary fails 3 times and goes.
+        let failover = Self.tally(try HealthClient.names(port: port, count: 20))
+        #expect(failover == ["bk": 20], "\(failover)")
+        try proxy.waitForHealthEvent(service: "svc", server: "p1", state: "ejected", after: mark)
+        try proxy.waitForHealthEvent(service: "svc", server: "p2", state: "ejected", after: mark)
+        #expect(proxy.healthEvents(service: "svc", server: "p1", state: "ejection_skipped", after: mark).isEmpty
+                && proxy.healthEvents(service: "svc", server: "p2", state: "ejection_skipped", after: mark).isEmpty,
+                "a primary was kept in use (each new client tried it first) though the backup could take over")
+        // From now on no connect goes to a dead primary: the backup answers at once.
+        func primaryConnectFailures() throws -> Double {
+            let metrics = try proxy.metrics()
+            return try ["p1", "p2"].reduce(0) { sum, server in
+                sum + (try metrics.value("switchyard_connect_failures_total", ["server": server, "reason": "refused"]))
+            }
+        }
+        let failedBefore = try primaryConnectFailures()
+        #expect(failedBefore >= 6)
+        #expect(Self.tally(try HealthClient.names(port: port, count: 10)) == ["bk": 10])
+        #expect(try primaryConnectFailures() == failedBefore, "new clients still tried a dead primary first")
+    }
+
     // MARK: 7. on_down = close
 
     @Test("on_down = close: a server's established connection is closed when probes take it down; on_down = keep leaves it open")

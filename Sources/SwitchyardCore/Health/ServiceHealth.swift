@@ -20,7 +20,9 @@
 // Choices where the issue is silent:
 //   - max_ejection_percent: at most `servers × percent / 100`, rounded down, are ejected (or
 //     half-open) at once: it is never exceeded, so one server at 50% is never ejected (set 100 to
-//     allow it); 0 turns passive ejection off, as does eject_after = 0. A server blocked by the cap
+//     allow it); 0 turns passive ejection off, as does eject_after = 0. One exception: while a
+//     backup server is usable, primaries may be ejected past it (all of them), since the backup
+//     takes over; backups themselves stay under the cap. A server blocked by the cap
 //     stays usable, its failure count keeps growing, and its next failure tries again (so one more may
 //     be ejected once another comes back). The block is reported once per streak (`ejectionSkipped`).
 //   - Backoff step = ejections since the last successful connect: a probe that un-ejects a server
@@ -72,13 +74,18 @@ public struct ServiceHealth: Sendable {
     private(set) var startupEnds: UInt64
     /// A trial connection with no result after this long (ms) frees the half-open slot.
     let trialTimeout: UInt64
+    /// Per server: a backup (takes traffic only when no primary is usable).
+    public let isBackup: [Bool]
 
     /// - Parameters:
     ///   - serverNames: in the Balancer's order (for messages).
     ///   - now: monotonic ms.
     ///   - connectTimeout: the service's `connect_timeout` (a lost trial is forgotten after twice that).
-    public init(settings: HealthSettings, serverNames: [String], now: UInt64, connectTimeout: Duration = .seconds(2)) {
+    ///   - backups: per server, whether it is a backup (none when empty).
+    public init(settings: HealthSettings, serverNames: [String], now: UInt64, connectTimeout: Duration = .seconds(2),
+                backups: [Bool] = []) {
         self.settings = settings
+        self.isBackup = backups.count == serverNames.count ? backups : Array(repeating: false, count: serverNames.count)
         self.probe = HealthProbe(settings: settings)
         self.servers = serverNames.map { ServerHealth(name: $0, settings: settings) }
         let round = settings.checkInterval.wholeMilliseconds * 11 / 10 + settings.checkTimeout.wholeMilliseconds
@@ -178,9 +185,13 @@ public struct ServiceHealth: Sendable {
         let limit = maxEjected
         let percent = settings.maxEjectionPercent
         let total = servers.count
+        // Backups are there to take over: while one is usable, failing primaries may all be
+        // ejected, past the cap (which still holds for the backups themselves).
+        let backupStandsIn = mayDecide && ejected + 1 > limit && percent > 0 && !isBackup[server]
+            && servers.indices.contains { isBackup[$0] && servers[$0].isUsable }
         let change = servers[server].connectFailed(
             now: now, reason: reason, random: random, settings: settings,
-            mayEject: ejected + 1 <= limit,
+            mayEject: ejected + 1 <= limit || backupStandsIn,
             capNote: "max_ejection_percent \(percent)% reached (\(ejected) of \(total) servers ejected)")
         return event(server, change)
     }
