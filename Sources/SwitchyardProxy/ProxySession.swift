@@ -33,6 +33,8 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
     private var triedServers: [ServerDescriptor] = []
     private var triedLayout: UInt64 = 0
     private var attempts = 0
+    /// The server of the last failed attempt (for the closing line when no connect succeeded).
+    private var lastFailed: ServerDescriptor?
     /// When the current connect attempt started (`preciseNanoseconds`).
     private var connectStartedAt: UInt64 = 0
     /// The relayed server's counters (set once relaying starts).
@@ -161,6 +163,7 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
     private func connectFailed(error: UVError?, reason: String, timeout: Bool) {
         guard let failed = server else { return }
         server = nil
+        lastFailed = failed
         triedServers.append(failed)
         let stats = service.stats(for: failed)
         stats.connectsPending.releasingSubtract(1)
@@ -554,13 +557,14 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
         let duration = client.loop.now &- startedAt
         var metadata: Logger.Metadata = [
             "client": "\(clientAddress?.description ?? "-")",
-            "server": "\(server?.name ?? "-")",
+            "server": "\((server ?? lastFailed)?.name ?? "-")",
             "bytes_in": "\(bytesIn)",
             "bytes_out": "\(bytesOut)",
             "duration_ms": "\(duration)",
             "end": "\(endReason)",
         ]
         if let endError { metadata["error"] = "\(endError)" }
+        if server == nil, lastFailed != nil { metadata["attempts"] = "\(attempts)" }
         logger.info("connection closed", metadata: metadata)
     }
 }

@@ -280,7 +280,9 @@ struct AdminEndpointTests {
             defer { client.close() }
             #expect(try client.waitForEnd(timeout: .seconds(3)) != nil, "client of the refusing server was not closed")
             client.close()
-            _ = try proxy.waitForConnectionClosed(client: client.localAddress)
+            let line = try proxy.waitForConnectionClosed(client: client.localAddress)
+            // The log names the server that failed, and how many attempts there were.
+            #expect(line["end"] == "connect_failed" && line["server"] == "nobody" && line["attempts"] == "1", "\(line.raw)")
         }
         let failed = try proxy.metrics()
         #expect(try failed.value("switchyard_connect_failures_total", deadLabels.merging(["reason": "refused"]) { $1 }) == 3)
