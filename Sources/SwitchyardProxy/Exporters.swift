@@ -252,7 +252,8 @@ enum StatusExporter {
                                     } else {
                                         j.nullField("ejection_remaining_ms")
                                     }
-                                    j.field("weight_factor", status.weightFactor)
+                                    // Thousandths, as the balancer uses it (no 0.21250000000000002).
+                                    j.field("weight_factor", (status.weightFactor * 1000).rounded() / 1000)
                                 }
                             }
                         }
