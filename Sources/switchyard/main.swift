@@ -15,6 +15,26 @@ struct Switchyard: ParsableCommand {
         subcommands: [Run.self, Check.self],
         defaultSubcommand: Run.self
     )
+
+    static func main() {
+        keepStandardDescriptorsOpen()
+        main(nil)
+    }
+}
+
+/// Started with standard input, output or error closed (`<&-`, some supervisors), the first
+/// descriptors opened would take 0, 1 or 2: libuv's epoll descriptor (which libuv then refuses to
+/// close, aborting the exit) or its signal pipe (into which log lines would go). As nginx and
+/// HAProxy do, `/dev/null` fills any of them that is closed.
+func keepStandardDescriptorsOpen() {
+    for fd: Int32 in 0...2 where fcntl(fd, F_GETFD) == -1 && errno == EBADF {
+        let opened = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY)
+        if opened >= 0 && opened != fd {
+            // Lower ones are open by now, so this is only reached if open() chose another slot.
+            _ = dup2(opened, fd)
+            _ = close(opened)
+        }
+    }
 }
 
 struct ConfigOption: ParsableArguments {

@@ -64,6 +64,38 @@ struct LifecycleTests {
         #expect(proxy.logLines.contains { $0.message == "draining" && $0["signal"] == "SIGTERM" }, "\(proxy.stderrText)")
     }
 
+    @Test("Started with standard input, output or error closed, switchyard relays and exits 0 (libuv's descriptors never take 0–2)",
+          arguments: ["0", "1", "2", "0 1 2"])
+    func closedStandardDescriptors(closed: String) throws {
+        let echo = try Backend(name: "echo", behavior: .echo)
+        defer { echo.stop() }
+        let port = try reserveLoopbackPort()
+        // The launcher closes the descriptors, then execs switchyard.
+        let launcher = [
+            "/usr/bin/python3", "-c",
+            "import os, sys\nfor fd in sys.argv[1].split(): os.close(int(fd))\nos.execv(sys.argv[2], sys.argv[2:])",
+            closed,
+        ]
+        let proxy = try SwitchyardProcess(
+            config: TestConfig.global() + OpsConfig.service("echo", listen: "127.0.0.1:\(port)", servers: ["echo \(echo.address)"]),
+            waitForStart: false, launcher: launcher)
+        defer { proxy.stop() }
+        // Its log may be gone (stderr closed): the listener says when it is up.
+        let client = try waitFor("switchyard listening on \(port)", timeout: .seconds(20)) { () -> TestClient? in
+            #expect(proxy.child.isRunning, "switchyard exited: \(proxy.stderrText)")
+            return try? TestClient(port: port, timeout: .seconds(1))
+        }
+        try client.roundTrip("hello with fds \(closed) closed\n")
+        client.close()
+        // The exit used to abort (libuv refuses to close its epoll descriptor as fd 0, 1 or 2).
+        let status = try proxy.terminate(timeout: .seconds(10))
+        #expect(status == .exited(0), "\(status); stderr:\n\(proxy.stderrText)")
+        if !closed.contains("2") {
+            proxy.child.waitForOutputEnd()
+            #expect(proxy.logLines.contains { $0.message == "stopped" }, "\(proxy.stderrText)")
+        }
+    }
+
     @Test("SIGTERM and SIGINT make an idle switchyard exit with status 0", arguments: [SIGTERM, SIGINT])
     func signalExitsZero(signal: Int32) throws {
         let echo = try Backend(name: "echo", behavior: .echo)
