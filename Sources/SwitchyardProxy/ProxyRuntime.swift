@@ -134,14 +134,14 @@ public final class ProxyRuntime: @unchecked Sendable {
         // A write to a socket whose peer is gone must fail with EPIPE, not kill the process.
         signal(SIGPIPE, SIG_IGN)
         // Start from a known signal mask whatever the parent left blocked (some launchers block
-        // SIGTERM/SIGINT in their threads, and children inherit the mask): SIGINT, SIGTERM and
+        // SIGTERM/SIGINT in their threads, and children inherit the mask): SIGINT, SIGTERM, SIGQUIT and
         // SIGHUP stay blocked until their handlers exist, so that one arriving during start-up
         // (slow name resolution, say) waits for them instead of being lost (as PID 1 in a
         // container, where an unhandled SIGTERM is ignored) or killing the process without a
         // drain. The worker threads inherit the block and never take these signals.
         var handled = sigset_t()
         sigemptyset(&handled)
-        for signum in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&handled, signum) }
+        for signum in [SIGINT, SIGTERM, SIGQUIT, SIGHUP] { sigaddset(&handled, signum) }
         pthread_sigmask(SIG_SETMASK, &handled, nil)
         raiseDescriptorLimit()
 
@@ -189,7 +189,7 @@ public final class ProxyRuntime: @unchecked Sendable {
                 try health.start()
             }
             try scheduleNameRefresh()
-            for signum in [SIGINT, SIGTERM, SIGHUP] {
+            for signum in [SIGINT, SIGTERM, SIGQUIT, SIGHUP] {
                 signals.append(try UVSignal(loop: control.loop, signal: signum) { [unowned self] signum in
                     self.handleSignal(signum)
                 })
@@ -336,6 +336,7 @@ public final class ProxyRuntime: @unchecked Sendable {
                 "version": "\(SwitchyardVersion.current)",
             ])
         broadcast { $0.startAccepting() }
+        startQueuedReload()
     }
 
     /// Runs `body` on every worker's loop (at once for the control worker).
@@ -414,7 +415,7 @@ public final class ProxyRuntime: @unchecked Sendable {
         case SIGHUP:
             reload(trigger: "SIGHUP")
         default:
-            let name = signum == SIGTERM ? "SIGTERM" : "SIGINT"
+            let name = signum == SIGTERM ? "SIGTERM" : signum == SIGQUIT ? "SIGQUIT" : "SIGINT"
             if lifecycle == .draining {
                 logger.notice("second signal: closing every connection now", metadata: ["signal": "\(name)"])
                 finishShutdown()
@@ -424,8 +425,8 @@ public final class ProxyRuntime: @unchecked Sendable {
         }
     }
 
-    /// SIGTERM/SIGINT: close the listeners at once, let established connections finish for up to
-    /// `drain_timeout`, then close the rest and stop.
+    /// SIGTERM/SIGINT/SIGQUIT (nginx's graceful stop): close the listeners at once, let
+    /// established connections finish for up to `drain_timeout`, then close the rest and stop.
     private func beginDrain(signal name: String) {
         guard lifecycle == .running || lifecycle == .starting else { return }
         lifecycle = .draining
@@ -479,6 +480,9 @@ public final class ProxyRuntime: @unchecked Sendable {
         admin = nil
         for s in signals { s.close() }
         signals.removeAll()
+        // Without a handler a SIGHUP would kill the process while it writes out its last log
+        // lines; a reload is moot now.
+        signal(SIGHUP, SIG_IGN)
         control.loop.closeInbox()
     }
 
@@ -494,6 +498,14 @@ public final class ProxyRuntime: @unchecked Sendable {
     /// later. A reload asked for meanwhile is queued: when the running one ends, one more reload
     /// (reading the file again) runs for every request queued, and answers them all.
     func reload(trigger: String, completion: @escaping (ReloadOutcome) -> Void = { _ in }) {
+        if lifecycle == .starting {
+            // The file may have changed after it was read (a ConfigMap updated as the pod
+            // starts): read it again once started rather than lose the request.
+            queuedReload.triggers.append(trigger)
+            queuedReload.waiters.append(completion)
+            logger.notice("reload queued until started", metadata: ["trigger": "\(trigger)"])
+            return
+        }
         guard lifecycle == .running else {
             // Starting or shutting down: nothing to reload into, and nothing failed.
             logger.notice("reload ignored", metadata: ["trigger": "\(trigger)", "state": "\(lifecycle)"])
@@ -542,6 +554,11 @@ public final class ProxyRuntime: @unchecked Sendable {
     /// Answers a reload's callers, then starts the queued reload if there is one.
     private func finishReload(_ outcome: ReloadOutcome, waiters: [(ReloadOutcome) -> Void]) {
         for waiter in waiters { waiter(outcome) }
+        startQueuedReload()
+    }
+
+    /// Runs the reload queued behind another one or behind the start, if any.
+    private func startQueuedReload() {
         guard reloadWaiters == nil, !queuedReload.waiters.isEmpty else { return }
         let queued = queuedReload
         queuedReload = ([], [])

@@ -96,7 +96,35 @@ struct LifecycleTests {
         }
     }
 
-    @Test("SIGTERM and SIGINT make an idle switchyard exit with status 0", arguments: [SIGTERM, SIGINT])
+    @Test("A SIGHUP while starting is not lost: the reload runs once started, reading the file as it is then")
+    func reloadDuringStartup() throws {
+        let echo = try Backend(name: "echo", behavior: .echo)
+        defer { echo.stop() }
+        // A server that accepts and never answers: the first redis probe takes its whole
+        // check_timeout, and the start waits for it.
+        let silent = try Socket.makeLoopbackListener()
+        defer { close(silent.fd) }
+        let slow = "[service slow]\nlisten = 127.0.0.1:0\nserver = quiet 127.0.0.1:\(silent.port)\ncheck = redis\ncheck_timeout = 3s\n\n"
+        let proxy = try SwitchyardProcess(config: TestConfig.global() + slow, waitForStart: false)
+        defer { proxy.stop() }
+        _ = try proxy.waitForLogLine("listening (bound before the start)") { $0.message == "listening" && $0["service"] == "slow" }
+        #expect(!proxy.logLines.contains { $0.message == "started" }, "started before its probe answered")
+        try proxy.rewriteConfig(TestConfig.global() + slow + TestConfig.service("added", servers: ["echo \(echo.address)"]))
+        proxy.child.signal(SIGHUP)
+        _ = try proxy.waitForLogLine("reload queued until started") { $0.message == "reload queued until started" && $0["trigger"] == "SIGHUP" }
+        let reloaded = try proxy.waitForLogLine("configuration reloaded", timeout: .seconds(10)) { $0.message == "configuration reloaded" }
+        #expect(reloaded["trigger"] == "SIGHUP")
+        let lines = proxy.logLines
+        let started = try #require(lines.firstIndex { $0.message == "started" })
+        #expect(started < (lines.firstIndex { $0.message == "configuration reloaded" } ?? 0), "reloaded before it started")
+        #expect(!lines.contains { $0.message == "reload ignored" })
+        // The service the new file adds relays.
+        let client = try TestClient(port: try proxy.port("added"))
+        defer { client.close() }
+        try client.roundTrip("added by the reload sent while starting\n")
+    }
+
+    @Test("SIGTERM, SIGINT and SIGQUIT make an idle switchyard drain and exit with status 0", arguments: [SIGTERM, SIGINT, SIGQUIT])
     func signalExitsZero(signal: Int32) throws {
         let echo = try Backend(name: "echo", behavior: .echo)
         defer { echo.stop() }
@@ -112,6 +140,9 @@ struct LifecycleTests {
 
         let status = try proxy.terminate(signal: signal, timeout: .seconds(5))
         #expect(status == .exited(0), "switchyard ended with \(status) after signal \(signal); log:\n\(proxy.recentLog())")
+        proxy.child.waitForOutputEnd()
+        let names = [SIGTERM: "SIGTERM", SIGINT: "SIGINT", SIGQUIT: "SIGQUIT"]
+        #expect(proxy.logLines.contains { $0.message == "draining" && $0["signal"] == names[signal] }, "\(proxy.recentLog())")
     }
 }
 
