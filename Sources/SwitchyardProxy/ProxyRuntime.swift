@@ -231,8 +231,8 @@ public final class ProxyRuntime: @unchecked Sendable {
     }
 
     /// Before binding `entries` (service name, listener), in order: two of them on one socket
-    /// — names that resolve to one address, say — are an error, as is, with several workers, an
-    /// address another process listens on. (Those listeners set `SO_REUSEPORT`, so that the bind
+    /// — names that resolve to one address, say — are an error, as is an address another
+    /// process listens on. (Those listeners set `SO_REUSEPORT`, so that the bind
     /// itself would succeed and the two would split the connections silently.) `ownOpen`: the
     /// addresses this process listens on now (a reload may move a listener onto an overlapping
     /// one, which the check cannot tell from a stranger's: not checked).
@@ -254,7 +254,7 @@ public final class ProxyRuntime: @unchecked Sendable {
                 service: service, address: entry.address.description,
                 error: "it is \(entry.resolved), where \(owner) listens too (listen \(otherEntry.address))")
         }
-        guard workerCount > 1, entry.reuse == nil, !ownOpen.contains(where: { $0.listensOverlap(entry.resolved) })
+        guard entry.reuse == nil, !ownOpen.contains(where: { $0.listensOverlap(entry.resolved) })
         else { return }
         do {
             try TCPListener.checkAddressFree(entry.resolved)
@@ -654,6 +654,16 @@ public final class ProxyRuntime: @unchecked Sendable {
                         continue
                     }
                     let resolved = try resolveListen(address, service: serviceConfig.name, names: names)
+                    // Another spelling of a socket already open (localhost:P for 127.0.0.1:P):
+                    // that socket stays.
+                    if resolved.port != 0, let same = open.first(where: { $0.value == resolved })?.key,
+                       let bound = open.removeValue(forKey: same) {
+                        let entry = ListenPlan(key: key, address: address, resolved: bound, reuse: same)
+                        try checkListen((serviceConfig.name, entry), after: planned[...], ownOpen: ownOpen)
+                        planned.append((serviceConfig.name, entry))
+                        entries.append(entry)
+                        continue
+                    }
                     try checkListen(
                         (serviceConfig.name, ListenPlan(key: key, address: address, resolved: resolved, reuse: nil)),
                         after: planned[...], ownOpen: ownOpen)

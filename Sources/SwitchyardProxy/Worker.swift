@@ -126,7 +126,10 @@ final class Worker: @unchecked Sendable {
         nextSessionID = UInt64(id) << 48
     }
 
-    var reusePort: Bool { runtime.workerCount > 1 }
+    /// Always, even with one worker: a reload can then open a listener on an address that
+    /// overlaps one of its own (127.0.0.1:P to 0.0.0.0:P) before closing the old one. Another
+    /// process's socket is caught before binding (`ProxyRuntime.checkListen`).
+    var reusePort: Bool { true }
 
     // MARK: Listeners
 

@@ -53,12 +53,13 @@ struct OperatorSurfaceTests {
                 "\(failure.raw)")
     }
 
-    @Test("With two workers, a second instance on a port another switchyard listens on fails to start instead of sharing its traffic")
-    func secondInstanceOnATakenPortFails() throws {
+    @Test("A second instance on a port another switchyard listens on fails to start instead of sharing its traffic (listeners set SO_REUSEPORT)",
+          arguments: [1, 2])
+    func secondInstanceOnATakenPortFails(workers: Int) throws {
         let echo = try Backend(name: "echo", behavior: .echo)
         defer { echo.stop() }
         let port = try reserveLoopbackPort()
-        let config = Self.global(workers: 2) + OpsConfig.service("a", listen: "127.0.0.1:\(port)", servers: ["s \(echo.address)"])
+        let config = Self.global(workers: workers) + OpsConfig.service("a", listen: "127.0.0.1:\(port)", servers: ["s \(echo.address)"])
         let first = try SwitchyardProcess(config: config)
         defer { first.stop() }
         let second = try SwitchyardProcess(config: config, waitForStart: false)
@@ -107,21 +108,32 @@ struct OperatorSurfaceTests {
         #expect(status.service("a")?["accepted_total"] as? Int == 10, "\(status)")
     }
 
-    @Test("With two workers, a reload still moves a listener between overlapping addresses (127.0.0.1:P to 0.0.0.0:P and back)")
-    func overlappingMoveStillReloads() throws {
+    @Test("A reload moves a listener between overlapping addresses (127.0.0.1:P to 0.0.0.0:P and back); another spelling (localhost:P) keeps the socket",
+          arguments: [1, 2])
+    func overlappingMoveStillReloads(workers: Int) throws {
+        try Self.requireLocalhostIsLoopback()
         let echo = try Backend(name: "echo", behavior: .echo)
         defer { echo.stop() }
         let port = try reserveLoopbackPort()
         func config(_ listen: String) -> String {
-            Self.global(workers: 2) + OpsConfig.service("a", listen: listen, servers: ["s \(echo.address)"])
+            Self.global(workers: workers) + OpsConfig.service("a", listen: listen, servers: ["s \(echo.address)"])
         }
         let proxy = try SwitchyardProcess(config: config("127.0.0.1:\(port)"))
         defer { proxy.stop() }
-        for (n, listen) in ["0.0.0.0:\(port)", "127.0.0.1:\(port)"].enumerated() {
+        let moves = [("0.0.0.0:\(port)", "0.0.0.0:\(port)"), ("127.0.0.1:\(port)", "127.0.0.1:\(port)"), ("localhost:\(port)", "127.0.0.1:\(port)")]
+        for (n, (listen, bound)) in moves.enumerated() {
+            let opened = proxy.logCount("listening")
+            let closed = proxy.logCount("stopped listening")
             try proxy.rewriteConfig(config(listen))
             try proxy.reloadBySignal(expectSuccessCount: n + 1)
             #expect(proxy.logCount("reload failed; keeping the running configuration") == 0, "\(proxy.recentLog())")
-            #expect(try proxy.status().service("a")?["listeners"] as? [String] == [listen], "after the move to \(listen)")
+            #expect(try proxy.status().service("a")?["listeners"] as? [String] == [bound], "after the move to \(listen)")
+            if listen.hasPrefix("localhost") {
+                #expect(proxy.logCount("listening") == opened && proxy.logCount("stopped listening") == closed,
+                        "the same socket was opened anew:\n\(proxy.recentLog())")
+            } else {
+                #expect(proxy.logCount("listening") == opened + 1 && proxy.logCount("stopped listening") == closed + 1, "\(proxy.recentLog())")
+            }
             let client = try TestClient(port: port)
             try client.roundTrip("after the move to \(listen)\n")
             client.close()
