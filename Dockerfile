@@ -89,7 +89,8 @@ EXPOSE 6432 9000
 # SIGTERM: close the listeners, let established connections finish for up to drain_timeout
 # (30s by default), then exit 0. A second SIGTERM/SIGINT closes everything at once. Give
 # `docker stop` enough time: docker run --stop-timeout 45, docker stop -t 45 (its default is 10s).
-# switchyard handles SIGTERM/SIGINT/SIGHUP itself, so it runs fine as PID 1 without an init.
+# switchyard handles SIGTERM/SIGINT/SIGQUIT/SIGHUP itself and reaps orphans as PID 1, so it runs
+# fine without an init.
 STOPSIGNAL SIGTERM
 
 # No HEALTHCHECK: the image has no curl or wget, and the orchestrator probes better from outside

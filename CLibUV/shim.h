@@ -81,6 +81,15 @@ static inline void switchyard_tcp_close(uv_tcp_t *tcp, uv_close_cb cb) {
 }
 #endif
 
+/* Whether orphaned descendants are re-parented to this process (prctl is variadic: not
+ * callable from Swift). */
+#include <sys/prctl.h>
+static inline int switchyard_is_child_subreaper(void) {
+    int on = 0;
+    if (prctl(PR_GET_CHILD_SUBREAPER, &on) != 0) return 0;
+    return on;
+}
+
 /* Returns the heap's free pages to the kernel (glibc; not in Swift's Glibc module). */
 #include <malloc.h>
 static inline int switchyard_malloc_trim(void) {

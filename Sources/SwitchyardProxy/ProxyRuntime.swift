@@ -1,3 +1,4 @@
+import CLibUV
 import Dispatch
 import Logging
 import Synchronization
@@ -193,6 +194,12 @@ public final class ProxyRuntime: @unchecked Sendable {
                 signals.append(try UVSignal(loop: control.loop, signal: signum) { [unowned self] signum in
                     self.handleSignal(signum)
                 })
+            }
+            // As PID 1 (a container without an init) or a subreaper, orphaned processes (left
+            // by `docker exec`, `kubectl exec`) become ours: reap them, as an init would.
+            if getpid() == 1 || switchyard_is_child_subreaper() != 0 {
+                signals.append(try UVSignal(loop: control.loop, signal: SIGCHLD) { _ in reapChildren() })
+                reapChildren()
             }
             // Handlers in place: let the signals in (one already pending is delivered now).
             pthread_sigmask(SIG_UNBLOCK, &handled, nil)
@@ -1008,4 +1015,10 @@ private func readNumber(_ path: String) -> UInt? {
     guard fgets(&line, Int32(line.count), file) != nil else { return nil }
     let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     return UInt(text.filter(\.isNumber))
+}
+
+/// Collects every child that has exited (orphans re-parented to this process included).
+private func reapChildren() {
+    var status: Int32 = 0
+    while waitpid(-1, &status, WNOHANG) > 0 {}
 }

@@ -96,6 +96,52 @@ struct LifecycleTests {
         }
     }
 
+    @Test("As PID 1 or a subreaper, switchyard reaps the orphans re-parented to it (no zombies pile up)")
+    func orphansAreReaped() throws {
+        let echo = try Backend(name: "echo", behavior: .echo)
+        defer { echo.stop() }
+        // The launcher makes itself a subreaper (kept across exec, as PID 1's role is), starts
+        // a shell that leaves three background children behind and exits, then execs
+        // switchyard: the shell (its child) and the orphans (re-parented to it) all end while
+        // it runs, and each stays a zombie until it is reaped.
+        let launcher = [
+            "/usr/bin/python3", "-c",
+            "import ctypes, os, sys\n"
+                + "assert ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0\n"  // PR_SET_CHILD_SUBREAPER
+                + "if os.fork() == 0:\n"
+                + "    os.execv('/bin/sh', ['sh', '-c', 'sleep 3 & sleep 3 & sleep 3 & exit 0'])\n"
+                + "os.execv(sys.argv[1], sys.argv[1:])",
+        ]
+        let proxy = try SwitchyardProcess(
+            config: TestConfig.global() + TestConfig.service("echo", servers: ["echo \(echo.address)"]), launcher: launcher)
+        defer { proxy.stop() }
+        let pid = proxy.pid
+        /// Processes whose parent is switchyard: (pid, state letter).
+        func children() -> [(Int32, String)] {
+            let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+            return entries.compactMap { name -> (Int32, String)? in
+                guard let child = Int32(name),
+                      let stat = try? String(contentsOfFile: "/proc/\(name)/stat", encoding: .utf8),
+                      let close = stat.lastIndex(of: ")") else { return nil }
+                let fields = stat[stat.index(after: close)...].split(separator: " ")
+                guard fields.count > 2, Int32(fields[1]) == pid else { return nil }
+                return (child, String(fields[0]))
+            }
+        }
+        // The orphans reach switchyard (they sleep 3 s), then end and are reaped.
+        try waitUntil("the sleeps re-parented to switchyard", timeout: .seconds(10)) {
+            children().filter { $0.1 != "Z" }.count >= 3
+        }
+        try waitUntil("no child of switchyard left (zombies: \(children().filter { $0.1 == "Z" }.map(\.0)))", timeout: .seconds(10)) {
+            children().isEmpty
+        }
+        // Still relaying, and a normal exit.
+        let client = try TestClient(port: try proxy.port("echo"))
+        try client.roundTrip("hello\n")
+        client.close()
+        #expect(try proxy.terminate(timeout: .seconds(5)) == .exited(0))
+    }
+
     @Test("A SIGHUP while starting is not lost: the reload runs once started, reading the file as it is then")
     func reloadDuringStartup() throws {
         let echo = try Backend(name: "echo", behavior: .echo)
