@@ -174,14 +174,15 @@ public final class ProxyRuntime: @unchecked Sendable {
                     return item
                 })
             }
+            try startOtherWorkers(boundPlan)
+            if let address = config.global.admin {
+                admin = try AdminServer(runtime: self, address: address)
+            }
+            // Logged once every socket is bound (a start that fails binds nothing for good).
             for (entry, addresses) in zip(boundPlan, bound) {
                 for address in addresses {
                     logger.info("listening", metadata: ["service": "\(entry.0.name)", "address": "\(address)"])
                 }
-            }
-            try startOtherWorkers(boundPlan)
-            if let address = config.global.admin {
-                admin = try AdminServer(runtime: self, address: address)
             }
             for shared in services {
                 let health = HealthControl(shared: shared, runtime: self, loop: control.loop)
@@ -790,7 +791,10 @@ public final class ProxyRuntime: @unchecked Sendable {
         if adminMoves {
             // A request being answered (this reload's, if it came through the endpoint) still
             // gets its answer on the old address.
-            admin?.close()
+            if let old = admin {
+                logger.info("admin stopped listening", metadata: ["address": "\(old.boundAddress)"])
+                old.close()
+            }
             admin = newAdmin
         }
         // What no service listens on any more was closed by `apply` (its connections finish).

@@ -156,6 +156,9 @@ struct AdminEndpointTests {
         // thread of this process: it may come in just after the answer.
         try proxy.waitForLogLineCount("configuration reloaded", 2)
         #expect(proxy.logCount("configuration reloaded") == 2)
+        // Each move says which address the endpoint left.
+        let left = proxy.logLines.filter { $0.message == "admin stopped listening" }.compactMap { $0["address"] }
+        #expect(left == ["127.0.0.1:\(oldPort)", "127.0.0.1:\(newPort)"], "\(left)")
         #expect(proxy.isRunning)
     }
 

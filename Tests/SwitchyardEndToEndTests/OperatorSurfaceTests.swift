@@ -76,6 +76,24 @@ struct OperatorSurfaceTests {
         try client.roundTrip("still mine\n")
     }
 
+    @Test("A start whose admin endpoint cannot listen fails, naming it, and logs no listener as listening")
+    func adminBindFailureStopsTheStart() throws {
+        let echo = try Backend(name: "echo", behavior: .echo)
+        defer { echo.stop() }
+        let taken = try Socket.makeLoopbackListener()
+        defer { close(taken.fd) }
+        let proxy = try SwitchyardProcess(
+            config: OpsConfig.global(admin: "127.0.0.1:\(taken.port)") + OpsConfig.service("a", servers: ["s \(echo.address)"]),
+            waitForStart: false)
+        defer { proxy.stop() }
+        let status = try proxy.child.waitForExit(timeout: .seconds(20))
+        proxy.child.waitForOutputEnd()
+        #expect(status == .exited(1), "\(status); stderr:\n\(proxy.stderrText)")
+        let failure = try #require(proxy.logLines.first { $0.message == "cannot start" }, "\(proxy.stderrText)")
+        #expect(failure["error"]?.hasPrefix("admin endpoint: cannot listen on 127.0.0.1:\(taken.port): address already in use") == true, "\(failure.raw)")
+        #expect(proxy.logCount("listening") == 0, "a listener of the failed start was logged as listening:\n\(proxy.stderrText)")
+    }
+
     @Test("A reload whose listeners meet on one socket once resolved fails and changes nothing; with two workers too", arguments: [1, 2])
     func resolvedListenClashFailsTheReload(workers: Int) throws {
         try Self.requireLocalhostIsLoopback()
