@@ -93,6 +93,16 @@ final class HealthProber: TCPStreamDelegate {
         guard inFlight else { return }
         inFlight = false
         skipping = false
+        if verdict == .pass, let stream {
+            // A session the probe opened is ended the protocol's way (a PostgreSQL Terminate),
+            // so that the server logs nothing.
+            let farewell = probe.farewell(received: received)
+            if !farewell.isEmpty {
+                let buffer = loop.buffers.take()
+                farewell.withUnsafeBytes { buffer.copyMemory(from: $0.baseAddress!, byteCount: farewell.count) }
+                _ = stream.write(buffer: buffer, count: farewell.count)  // best effort; the verdict stands
+            }
+        }
         stream?.close()
         stream = nil
         switch verdict {

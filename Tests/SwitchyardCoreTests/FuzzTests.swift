@@ -704,11 +704,12 @@ private func verdictKind(_ v: ProbeVerdict) -> String {
     }
 }
 
-private func probe(_ check: HealthCheckKind, expect: [UInt8]? = nil, send: [UInt8]? = nil) -> HealthProbe {
+private func probe(_ check: HealthCheckKind, expect: [UInt8]? = nil, send: [UInt8]? = nil, user: String? = nil) -> HealthProbe {
     var s = HealthSettings()
     s.check = check
     s.checkExpect = expect
     s.checkSend = send
+    s.checkUser = user
     return HealthProbe(settings: s)!
 }
 
@@ -719,6 +720,32 @@ private func isHealthyReply(_ kind: HealthProbe.Kind, _ bytes: [UInt8]) -> Bool 
     case .custom(let expect): return bytes.starts(with: expect)
     case .redis: return bytes.starts(with: Array("+PONG".utf8))
     case .pgsql: return bytes.first == UInt8(ascii: "S") || bytes.first == UInt8(ascii: "N")
+    case .pgsqlLogin:
+        // Whole messages from the start, the first an authentication request: a request for a
+        // password (code ≠ 0) passes, as does ReadyForQuery after AuthenticationOk; an
+        // ErrorResponse or a malformed authentication message fails. At the reply limit,
+        // AuthenticationOk alone passes.
+        let limited = Array(bytes.prefix(1024))
+        var i = 0
+        var authenticated = false
+        func int32(_ at: Int) -> Int { Int(limited[at]) << 24 | Int(limited[at + 1]) << 16 | Int(limited[at + 2]) << 8 | Int(limited[at + 3]) }
+        while i + 5 <= limited.count {
+            let length = int32(i + 1)
+            guard length >= 4, i + 1 + length <= limited.count else { break }
+            let type = limited[i]
+            if i == 0 && type != UInt8(ascii: "R") { return false }
+            if type == UInt8(ascii: "R") {
+                if length < 8 { return false }
+                if int32(i + 5) != 0 { return true }
+                authenticated = true
+            } else if type == UInt8(ascii: "Z") {
+                return true
+            } else if type == UInt8(ascii: "E") {
+                return false
+            }
+            i += 1 + length
+        }
+        return authenticated && bytes.count >= 1024
     case .mysql:
         // Initial handshake packet: non-empty payload, sequence id 0, protocol version 10.
         return bytes.count >= 5 && (Int(bytes[0]) | Int(bytes[1]) << 8 | Int(bytes[2]) << 16) > 0 && bytes[3] == 0 && bytes[4] == 10
@@ -737,6 +764,9 @@ private func randomReply(_ rng: inout FuzzRandom) -> [UInt8] {
         Array("S".utf8), Array("N".utf8), Array("E".utf8), [UInt8(ascii: "E"), 0, 0, 0, 3], [UInt8(ascii: "E"), 0xFF, 0xFF, 0xFF, 0xFF],
         [UInt8(ascii: "E"), 0, 0, 0, 9, UInt8(ascii: "M")], [0, 0, 0, 0], [0, 0, 0, 0, 10], [5, 0, 0, 0, 10], [5, 0, 0, 1, 10],
         [0xFF, 0xFF, 0xFF, 0, 0xFF], [9, 0, 0, 0, 0xFF, 0x15, 0x04, UInt8(ascii: "#")], [1, 0, 0, 0, 9],
+        // PostgreSQL authentication: MD5 password asked for, AuthenticationOk (+ ReadyForQuery), a short one.
+        [UInt8(ascii: "R"), 0, 0, 0, 12, 0, 0, 0, 5], [UInt8(ascii: "R"), 0, 0, 0, 8, 0, 0, 0, 0],
+        [UInt8(ascii: "R"), 0, 0, 0, 8, 0, 0, 0, 0, UInt8(ascii: "Z"), 0, 0, 0, 5, UInt8(ascii: "I")], [UInt8(ascii: "R"), 0, 0, 0, 6],
     ]
     let length = rng.chance(0.03) ? rng.int(1000...1100) : rng.int(0...40)
     return rng.pick(prefixes) + rng.bytes(length)
@@ -1189,7 +1219,7 @@ private func randomReply(_ rng: inout FuzzRandom) -> [UInt8] {
         var passes = 0, fails = 0
         fuzzCases(seed: 0x4EA1_7400_0000_000C, count: 2000) { rng, label in
             let expect = rng.bytes(rng.int(1...(rng.chance(0.05) ? 1500 : 8)))
-            let probes = [probe(.redis), probe(.pgsql), probe(.mysql), probe(.tcp, expect: expect, send: rng.chance(0.5) ? [1] : nil)]
+            let probes = [probe(.redis), probe(.pgsql), probe(.pgsql, user: "monitor"), probe(.mysql), probe(.tcp, expect: expect, send: rng.chance(0.5) ? [1] : nil)]
             let p = probes[rng.below(probes.count)]
             var reply = randomReply(&rng)
             if case .custom = p.kind, rng.chance(0.3) { reply = Array(expect.prefix(rng.int(0...expect.count))) + reply }

@@ -186,6 +186,16 @@ private func healthConfigError(_ extra: String...) -> String? {
             == "sy.ini:5: check_expect applies only with check = tcp (this service has check = none)")
     }
 
+    @Test func checkUserOnlyWithPgsqlAndCheckDatabaseOnlyWithCheckUser() throws {
+        #expect(healthConfigError("check = redis", "check_user = monitor")
+            == "sy.ini:5: check_user applies only with check = pgsql (this service has check = redis)")
+        #expect(healthConfigError("check = pgsql", "check_database = app")
+            == "sy.ini:5: check_database applies only with check_user (the login probe of check = pgsql)")
+        #expect(healthConfigError("check = pgsql", "check_user = monitor", "check_database = app") == nil)
+        let config = try ConfigLoader.parse(healthConfigText(["check = pgsql", "check_user = monitor"]), file: "sy.ini")
+        #expect(config.services[0].health.checkUser == "monitor" && config.services[0].health.checkDatabase == nil)
+    }
+
     @Test func duplicateHealthKey() {
         let error = healthConfigError("retries = 1", "retries = 2")
         #expect(error == "sy.ini:5: duplicate key retries in [service pg] (first at line 4)")

@@ -122,6 +122,59 @@ private func mysqlPacket(_ payload: [UInt8], sequence: UInt8 = 0) -> [UInt8] {
         #expect(isFail(p.evaluateAtEndOfStream(received: Array(message.prefix(3))), containing: "connection closed"))
     }
 
+    /// A backend message: type, Int32 length (itself included), body.
+    private func pgMessage(_ type: Character, _ body: [UInt8]) -> [UInt8] {
+        let length = body.count + 4
+        return [UInt8(ascii: type.unicodeScalars.first!), UInt8(length >> 24), UInt8(length >> 16 & 0xFF), UInt8(length >> 8 & 0xFF), UInt8(length & 0xFF)] + body
+    }
+
+    @Test("check_user: a StartupMessage as that user (protocol 3.0, the database when given)")
+    func pgsqlLoginRequest() {
+        var s = HealthSettings()
+        s.check = .pgsql
+        s.checkUser = "monitor"
+        let p = HealthProbe(settings: s)!
+        #expect(p.kind == .pgsqlLogin && p.readsReply)
+        let body = [0, 3, 0, 0] + bytes("user") + [0] + bytes("monitor") + [0]
+            + bytes("application_name") + [0] + bytes("switchyard health check") + [0, 0]
+        let length = body.count + 4
+        #expect(p.request == [0, 0, UInt8(length >> 8), UInt8(length & 0xFF)] + body)
+        s.checkDatabase = "app"
+        let withDatabase = HealthProbe(settings: s)!
+        #expect(withDatabase.request.count == p.request.count + 13)
+        #expect(String(decoding: withDatabase.request, as: UTF8.self).contains("database\u{0}app\u{0}"))
+    }
+
+    @Test("check_user: a password asked for passes at once (no goodbye); AuthenticationOk passes at ReadyForQuery, then a Terminate; refusals fail with their message")
+    func pgsqlLoginVerdicts() {
+        var s = HealthSettings()
+        s.check = .pgsql
+        s.checkUser = "monitor"
+        let p = HealthProbe(settings: s)!
+        // SCRAM (10, with the mechanism list) or MD5 (5): the server takes logins.
+        let scram = pgMessage("R", [0, 0, 0, 10] + bytes("SCRAM-SHA-256") + [0, 0])
+        for n in 0..<9 { #expect(p.evaluate(received: Array(scram.prefix(n))) == .needMore, "\(n) bytes") }
+        #expect(p.evaluate(received: scram) == .pass)
+        #expect(p.evaluate(received: pgMessage("R", [0, 0, 0, 5, 1, 2, 3, 4])) == .pass)
+        #expect(p.farewell(received: scram).isEmpty, "a Terminate in place of a password would be logged")
+        // trust: AuthenticationOk, parameters, key data, then ReadyForQuery.
+        let session = pgMessage("R", [0, 0, 0, 0]) + pgMessage("S", bytes("server_version") + [0] + bytes("15.8") + [0])
+            + pgMessage("K", [0, 0, 0, 1, 0, 0, 0, 2]) + pgMessage("Z", bytes("I"))
+        for n in 0..<session.count { #expect(p.evaluate(received: Array(session.prefix(n))) == .needMore, "\(n) bytes") }
+        #expect(p.evaluate(received: session) == .pass)
+        #expect(p.farewell(received: session) == [UInt8(ascii: "X"), 0, 0, 0, 4])
+        // Refused before or after authentication.
+        let tooMany = pgMessage("E", bytes("SFATAL") + [0] + bytes("C53300") + [0] + bytes("Msorry, too many clients already") + [0, 0])
+        #expect(p.evaluate(received: tooMany) == .fail(reason: "pgsql error: sorry, too many clients already"))
+        let shutting = pgMessage("R", [0, 0, 0, 0]) + pgMessage("E", bytes("SFATAL") + [0] + bytes("Mthe database system is shutting down") + [0, 0])
+        #expect(p.evaluate(received: shutting) == .fail(reason: "pgsql error: the database system is shutting down"))
+        #expect(p.farewell(received: shutting).isEmpty)
+        // Not PostgreSQL, or a broken authentication message.
+        #expect(isFail(p.evaluate(received: bytes("N")), containing: "unexpected pgsql reply to StartupMessage"))
+        #expect(isFail(p.evaluate(received: [UInt8(ascii: "R"), 0, 0, 0, 6]), containing: "bad length"))
+        #expect(isFail(p.evaluateAtEndOfStream(received: Array(session.prefix(12))), containing: "connection closed"))
+    }
+
     // MARK: mysql
 
     @Test func mysqlGreetingV10Passes() {

@@ -52,6 +52,44 @@ struct HealthPresetTests {
 
     // MARK: pgsql
 
+    @Test("check = pgsql with check_user logs in: a PostgreSQL refusing logins (too many clients) goes down with its message, the SSLRequest probe cannot see it; PostgreSQL logs nothing for the probes")
+    func pgsqlLoginProbeSeesRefusedLogins() throws {
+        let postgres = try PostgresInstance(settings: ["max_connections=2", "superuser_reserved_connections=0"])
+        defer { postgres.stop() }
+        let proxy = try SwitchyardProcess(config: OpsConfig.global()
+            + HealthTestConfig.service("login", servers: ["pg \(postgres.address)"], extra: [
+                "check = pgsql", "check_user = postgres", "fall = 2", "rise = 1"])
+            + HealthTestConfig.service("ssl", servers: ["pg \(postgres.address)"], extra: [
+                "check = pgsql", "fall = 2"]))
+        defer { proxy.stop() }
+        try proxy.waitForServersUp(service: "login", servers: ["pg"])
+        try proxy.waitForServersUp(service: "ssl", servers: ["pg"])
+
+        // Take both connection slots: every further login is refused.
+        var mark = proxy.healthLogMark
+        var sessions: [TestClient] = []
+        defer { sessions.forEach { $0.close() } }
+        for _ in 0..<2 { sessions.append(try postgres.openSession()) }
+        let down = try proxy.waitForHealthEvent(service: "login", server: "pg", state: "down", after: mark)
+        #expect(down.message.contains("pgsql error: sorry, too many clients already"), "\(down)")
+        let status = try proxy.status()
+        #expect(status.server("login", "pg")?["last_probe_error"] as? String == "pgsql error: sorry, too many clients already", "\(status)")
+        // The SSLRequest probe is answered before the server checks for room: still up.
+        #expect(status.server("ssl", "pg")?["state"] as? String == "up", "\(status)")
+
+        // A slot again: up at the next probe.
+        mark = proxy.healthLogMark
+        sessions.removeLast().close()
+        try proxy.waitForHealthEvent(service: "login", server: "pg", state: "up", after: mark)
+
+        // Probes that logged in ended their sessions with a Terminate (the server reports no
+        // lost client), and the others left at the password-free handshake's end quietly.
+        let serverLog = postgres.log
+        for complaint in ["could not receive data from client", "unexpected EOF", "incomplete startup packet", "expected password response"] {
+            #expect(!serverLog.contains(complaint), "PostgreSQL logged \"\(complaint)\" for the probes:\n\(serverLog.suffix(2000))")
+        }
+    }
+
     @Test("check = pgsql: a real PostgreSQL comes up and relays; a server that is not PostgreSQL goes down with the reason")
     func pgsqlAgainstRealPostgres() throws {
         let postgres = try PostgresInstance()

@@ -86,6 +86,8 @@ enum ConfigSchema {
             .single("check_port", .optionalPort, \.health.checkPort),
             .single("check_send", .escapedBytes, \.health.checkSend),
             .single("check_expect", .escapedBytes, \.health.checkExpect),
+            .single("check_user", .optionalText, \.health.checkUser),
+            .single("check_database", .optionalText, \.health.checkDatabase),
             .single("check_initial", .oneOf(InitialHealthState.self), \.health.checkInitial),
             .single("rise", .positiveInt, \.health.rise),
             .single("fall", .positiveInt, \.health.fall),
@@ -430,6 +432,12 @@ private struct Loader {
                         throw error(line, "\(key) applies only with check = tcp (this service has check = \(service.health.check.rawValue))")
                     }
                 }
+            }
+            if service.health.check != .pgsql, let line = seenKeys["check_user"] {
+                throw error(line, "check_user applies only with check = pgsql (this service has check = \(service.health.check.rawValue))")
+            }
+            if service.health.checkUser == nil, let line = seenKeys["check_database"] {
+                throw error(line, "check_database applies only with check_user (the login probe of check = pgsql)")
             }
             config.services.append(service)
         }

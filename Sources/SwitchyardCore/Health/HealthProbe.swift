@@ -18,7 +18,14 @@ public struct HealthProbe: Equatable, Sendable {
         /// (no `check_expect`: pass once connected and `check_send` written).
         case custom(expect: [UInt8])
         case redis
+        /// An SSLRequest: any `S`/`N` passes (the postmaster answers it before it checks whether
+        /// it can take a connection).
         case pgsql
+        /// `check = pgsql` with `check_user`: a StartupMessage (a login, as HAProxy's
+        /// `pgsql-check user`). An authentication request passes (the server takes logins; we
+        /// leave before answering it, which PostgreSQL does not log); AuthenticationOk passes
+        /// once the session is ready (then a Terminate); an ErrorResponse fails with its message.
+        case pgsqlLogin
         case mysql
     }
 
@@ -44,9 +51,14 @@ public struct HealthProbe: Equatable, Sendable {
             kind = .redis
             request = Array("PING\r\n".utf8)
         case .pgsql:
-            kind = .pgsql
-            // SSLRequest: Int32 length 8, Int32 code 80877103 (0x04D2162F), big-endian.
-            request = [0x00, 0x00, 0x00, 0x08, 0x04, 0xD2, 0x16, 0x2F]
+            if let user = settings.checkUser {
+                kind = .pgsqlLogin
+                request = Self.pgsqlStartupMessage(user: user, database: settings.checkDatabase)
+            } else {
+                kind = .pgsql
+                // SSLRequest: Int32 length 8, Int32 code 80877103 (0x04D2162F), big-endian.
+                request = [0x00, 0x00, 0x00, 0x08, 0x04, 0xD2, 0x16, 0x2F]
+            }
         case .mysql:
             kind = .mysql
             request = []
@@ -58,8 +70,17 @@ public struct HealthProbe: Equatable, Sendable {
         switch kind {
         case .connect: return false
         case .custom(let expect): return !expect.isEmpty
-        case .redis, .pgsql, .mysql: return true
+        case .redis, .pgsql, .pgsqlLogin, .mysql: return true
         }
+    }
+
+    /// What to write before closing a probe connection that passed on `received`: a Terminate
+    /// for a PostgreSQL session the login opened, so that the server ends it cleanly.
+    public func farewell<C: Collection>(received: C) -> [UInt8] where C.Element == UInt8 {
+        guard kind == .pgsqlLogin, Self.pgsqlMessages(Array(received)).contains(where: { $0.type == UInt8(ascii: "Z") }) else {
+            return []
+        }
+        return [UInt8(ascii: "X"), 0, 0, 0, 4]
     }
 
     /// The verdict is never `.needMore` once this many bytes have been received, so the wiring can
@@ -85,6 +106,8 @@ public struct HealthProbe: Equatable, Sendable {
             return Self.evaluateRedis(bytes, complete: complete)
         case .pgsql:
             return Self.evaluatePgsql(bytes, complete: complete)
+        case .pgsqlLogin:
+            return Self.evaluatePgsqlLogin(bytes, complete: complete)
         case .mysql:
             return Self.evaluateMysql(bytes, complete: complete)
         }
@@ -147,6 +170,70 @@ public struct HealthProbe: Equatable, Sendable {
         default:
             return .fail(reason: "unexpected pgsql reply to SSLRequest: \"\(healthDescribeBytes(bytes.prefix(16)))\"")
         }
+    }
+
+    /// StartupMessage, protocol 3.0: Int32 length, Int32 196608, then name/value C strings and a
+    /// final 0.
+    static func pgsqlStartupMessage(user: String, database: String?) -> [UInt8] {
+        var body: [UInt8] = [0x00, 0x03, 0x00, 0x00]
+        func add(_ name: String, _ value: String) {
+            body += Array(name.utf8) + [0] + Array(value.utf8) + [0]
+        }
+        add("user", user)
+        if let database { add("database", database) }
+        add("application_name", "switchyard health check")
+        body.append(0)
+        let length = UInt32(body.count + 4)
+        return [UInt8(length >> 24), UInt8(length >> 16 & 0xFF), UInt8(length >> 8 & 0xFF), UInt8(length & 0xFF)] + body
+    }
+
+    /// The whole backend messages at the start of `bytes` (type, body); a message cut short ends the list.
+    static func pgsqlMessages(_ bytes: [UInt8]) -> [(type: UInt8, body: ArraySlice<UInt8>)] {
+        var messages: [(type: UInt8, body: ArraySlice<UInt8>)] = []
+        var i = 0
+        while i + 5 <= bytes.count {
+            let length = Int(bytes[i + 1]) << 24 | Int(bytes[i + 2]) << 16 | Int(bytes[i + 3]) << 8 | Int(bytes[i + 4])
+            guard length >= 4, i + 1 + length <= bytes.count else { break }
+            messages.append((bytes[i], bytes[(i + 5)..<(i + 1 + length)]))
+            i += 1 + length
+        }
+        return messages
+    }
+
+    static func evaluatePgsqlLogin(_ bytes: [UInt8], complete: Bool) -> ProbeVerdict {
+        guard let first = bytes.first else { return .needMore }
+        if first == UInt8(ascii: "E") {
+            return evaluatePgsql(bytes, complete: complete)  // the error's message
+        }
+        guard first == UInt8(ascii: "R") else {
+            return .fail(reason: "unexpected pgsql reply to StartupMessage: \"\(healthDescribeBytes(bytes.prefix(16)))\"")
+        }
+        if bytes.count >= 5 {
+            let length = Int(bytes[1]) << 24 | Int(bytes[2]) << 16 | Int(bytes[3]) << 8 | Int(bytes[4])
+            guard length >= 8 else { return .fail(reason: "pgsql authentication message with a bad length (\(length))") }
+        }
+        var authenticated = false
+        for message in pgsqlMessages(bytes) {
+            switch message.type {
+            case UInt8(ascii: "R"):
+                let b = message.body
+                guard b.count >= 4 else { return .fail(reason: "pgsql authentication message cut short") }
+                let code = Int(b[b.startIndex]) << 24 | Int(b[b.startIndex + 1]) << 16 | Int(b[b.startIndex + 2]) << 8 | Int(b[b.startIndex + 3])
+                // A password or SASL exchange asked for: the server takes logins.
+                if code != 0 { return .pass }
+                authenticated = true
+            case UInt8(ascii: "Z"):
+                return .pass  // ReadyForQuery: the session is open
+            case UInt8(ascii: "E"):
+                // After AuthenticationOk: the session could not start (too many clients for this
+                // role, database gone, shutting down).
+                return .fail(reason: "pgsql error: \(pgsqlErrorMessage(message.body) ?? "error response")")
+            default:
+                continue  // ParameterStatus, BackendKeyData, NoticeResponse
+            }
+        }
+        if complete { return authenticated ? .pass : .fail(reason: "pgsql reply cut short") }
+        return .needMore
     }
 
     /// The `M` (message) field of an ErrorResponse body.

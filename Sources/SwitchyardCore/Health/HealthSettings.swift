@@ -50,6 +50,13 @@ public struct HealthSettings: Equatable, Sendable {
     public var checkSend: [UInt8]? = nil
     /// `check_expect`: the reply must start with these bytes (only with `check = tcp`).
     public var checkExpect: [UInt8]? = nil
+    /// `check_user` (only with `check = pgsql`): log in as this user (a StartupMessage) instead of
+    /// sending an SSLRequest, so that a server refusing logins (too many clients, shutting down,
+    /// starting up) fails the probe. nil: the SSLRequest probe.
+    public var checkUser: String? = nil
+    /// `check_database` (only with `check_user`): the database to name; nil lets the server use
+    /// the user's name.
+    public var checkDatabase: String? = nil
     /// `check_initial`
     public var checkInitial: InitialHealthState = .down
     /// `rise`: consecutive probe successes that bring a down server up (values below 1 act as 1).

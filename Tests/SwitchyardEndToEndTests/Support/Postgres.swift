@@ -46,7 +46,8 @@ final class PostgresInstance {
     }
 
     /// initdb, then the postmaster; returns once it answers on its port.
-    init() throws {
+    /// `settings`: more `-c NAME=VALUE` server settings (e.g. `max_connections=3`).
+    init(settings: [String] = []) throws {
         binDirectory = try PostgresInstance.binDirectory()
 
         var runAs: [String] = []
@@ -90,7 +91,7 @@ final class PostgresInstance {
                 let child = try Self.spawn(
                     "postgres",
                     ["-D", dataDirectory, "-p", "\(port)", "-c", "listen_addresses=127.0.0.1",
-                     "-c", "unix_socket_directories=\(folder)", "-c", "fsync=off"],
+                     "-c", "unix_socket_directories=\(folder)", "-c", "fsync=off"] + settings.flatMap { ["-c", $0] },
                     bin: bin, runAs: runAs, directory: folder)
                 do {
                     try waitUntil("postgres to answer on 127.0.0.1:\(port)", timeout: .seconds(60), interval: .milliseconds(50)) {
@@ -137,6 +138,30 @@ final class PostgresInstance {
 
     /// "127.0.0.1:PORT".
     var address: String { "127.0.0.1:\(port)" }
+
+    /// What the server logged so far (its standard error).
+    var log: String { server.stderr.text }
+
+    /// Opens a session as `postgres` over TCP (trust) and returns once it is ready for queries;
+    /// the caller closes it.
+    func openSession() throws -> TestClient {
+        let client = try TestClient(port: port)
+        var body: [UInt8] = [0x00, 0x03, 0x00, 0x00] + Array("user\0postgres\0\0".utf8)
+        let length = UInt32(body.count + 4)
+        body = [UInt8(length >> 24), UInt8(length >> 16 & 0xFF), UInt8(length >> 8 & 0xFF), UInt8(length & 0xFF)] + body
+        try client.send(body)
+        // Whole messages (type, Int32 length, body) until ReadyForQuery.
+        for _ in 0..<100 {
+            let header = try client.readExactly(5)
+            let length = Int(header[1]) << 24 | Int(header[2]) << 16 | Int(header[3]) << 8 | Int(header[4])
+            let body = try client.readExactly(max(0, length - 4))
+            if header[0] == UInt8(ascii: "E") {
+                throw HarnessError("postgres refused the session: \(String(decoding: body, as: UTF8.self))")
+            }
+            if header[0] == UInt8(ascii: "Z") { return client }
+        }
+        throw HarnessError("no ReadyForQuery from postgres")
+    }
 
     /// True when 127.0.0.1:`port` answers an SSLRequest with S or N (PostgreSQL accepts connections).
     static func answersSSLRequest(port: UInt16) -> Bool {
