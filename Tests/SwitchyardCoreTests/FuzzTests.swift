@@ -718,7 +718,7 @@ private func isHealthyReply(_ kind: HealthProbe.Kind, _ bytes: [UInt8]) -> Bool 
     switch kind {
     case .connect: return true
     case .custom(let expect): return bytes.starts(with: expect)
-    case .redis: return bytes.starts(with: Array("+PONG".utf8))
+    case .redis: return bytes.starts(with: Array("+PONG\r\n".utf8))
     case .pgsql: return bytes.first == UInt8(ascii: "S") || bytes.first == UInt8(ascii: "N")
     case .pgsqlLogin:
         // Whole messages from the start, the first an authentication request: a request for a
@@ -1258,7 +1258,7 @@ private func randomReply(_ rng: inout FuzzRandom) -> [UInt8] {
             let junk = rng.chance(0.5) ? rng.bytes(rng.int(1...20)) : []
             let good: (HealthProbe, [UInt8], decisive: Int)
             switch rng.below(4) {
-            case 0: good = (probe(.redis), Array("+PONG\r\n".utf8), 5)
+            case 0: good = (probe(.redis), Array("+PONG\r\n".utf8), 7)
             case 1: good = (probe(.pgsql), [rng.pick([UInt8(ascii: "S"), UInt8(ascii: "N")])], 1)
             case 2:
                 let payload = [10] + printable(&rng, rng.int(0...120)) + [0] + rng.bytes(rng.int(0...60))

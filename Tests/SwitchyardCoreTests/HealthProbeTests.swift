@@ -86,6 +86,8 @@ private func mysqlPacket(_ payload: [UInt8], sequence: UInt8 = 0) -> [UInt8] {
         #expect(p.evaluate(received: [UInt8]()) == .needMore)
         #expect(p.evaluate(received: bytes("+PO")) == .needMore)
         #expect(p.evaluate(received: bytes("+PONG\r\n")) == .pass)
+        #expect(p.evaluate(received: bytes("+PONG\r")) == .needMore)  // the whole line
+        #expect(isFail(p.evaluate(received: bytes("+PONGGARBAGE")), containing: "unexpected redis reply"))
         #expect(p.evaluate(received: bytes("-ERR unknown")) == .needMore)  // waits for the whole line
         #expect(p.evaluate(received: bytes("-NOAUTH Authentication required.\r\n"))
             == .fail(reason: "redis error: NOAUTH Authentication required."))

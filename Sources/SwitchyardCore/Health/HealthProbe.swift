@@ -132,7 +132,8 @@ public struct HealthProbe: Equatable, Sendable {
         return .fail(reason: "unexpected reply: \"\(healthDescribeBytes(bytes))\", expected \"\(healthDescribeBytes(expect))\"")
     }
 
-    static let pong = Array("+PONG".utf8)
+    /// The whole line: `+PONGGARBAGE` is not Redis.
+    static let pong = Array("+PONG\r\n".utf8)
 
     static func evaluateRedis(_ bytes: [UInt8], complete: Bool) -> ProbeVerdict {
         guard let first = bytes.first else { return .needMore }
