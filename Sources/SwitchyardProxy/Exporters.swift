@@ -247,6 +247,7 @@ enum StatusExporter {
                                     }
                                     j.field("connect_failures", status.connectFailures)
                                     j.field("ejections_total", status.totalEjections)
+                                    j.field("ejection_held_back", status.ejectionHeldBack)
                                     if let left = status.ejectionRemaining {
                                         j.field("ejection_remaining_ms", Int(left.wholeMilliseconds))
                                     } else {

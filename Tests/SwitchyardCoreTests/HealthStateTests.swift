@@ -290,6 +290,7 @@ extension ServiceHealth {
             "3 consecutive connect failures: connection refused; max_ejection_percent 50% reached (2 of 4 servers ejected)"))
         #expect(skipped?.usable == true)
         #expect(skipped?.description.hasPrefix("server c not ejected: 3 consecutive") == true)
+        #expect(h.status(now: 0).map(\.ejectionHeldBack) == [false, false, true, false])
         #expect(h.isUsable(2))
         #expect(h.connectFailed(2, now: 1, reason: "x", random: 0) == nil)  // reported once per streak
         #expect(h.failConnects(3, 3, now: 1)?.transition.name == "ejection_skipped")
@@ -304,6 +305,7 @@ extension ServiceHealth {
         #expect(h.connectSucceeded(0, now: 10_001)?.transition.name == "restored")
         #expect(h.connectFailed(2, now: 10_002, reason: "timeout", random: 0)?.transition
             == .ejected(for: .seconds(10), reason: "6 consecutive connect failures: timeout"))
+        #expect(h.status(now: 10_002)[2].ejectionHeldBack == false, "ejected now, not held back")
         #expect(h.connectFailed(3, now: 10_003, reason: "timeout", random: 0) == nil)  // full again, already reported
         #expect(h.ejectedCount == 2)
     }

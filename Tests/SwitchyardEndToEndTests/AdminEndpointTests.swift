@@ -45,6 +45,7 @@ struct AdminEndpointTests {
         #expect(server["ejections_total"] as? Int == 0)
         #expect(server.keys.contains("ejection_remaining_ms"), "\(status)")
         #expect(server["weight_factor"] is NSNumber, "\(status)")
+        #expect(server["ejection_held_back"] as? Bool == false, "\(status)")
 
         let metrics = try proxy.admin("GET", "/metrics")
         #expect(metrics.status == 200, "\(metrics)")

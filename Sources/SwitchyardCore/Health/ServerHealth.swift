@@ -86,6 +86,9 @@ public struct ServerStatus: Equatable, Sendable {
     public var ejectionRemaining: Duration?
     /// Slow-start factor now (1.0 when not ramping).
     public var weightFactor: Double
+    /// Enough connects failed to eject it, but `max_ejection_percent` was reached: it stays in
+    /// use until room appears (its next failure tries again) or a connect succeeds.
+    public var ejectionHeldBack: Bool = false
 }
 
 public struct ServerHealth: Sendable {
@@ -350,7 +353,8 @@ public struct ServerHealth: Sendable {
             consecutiveEjections: consecutiveEjections, totalEjections: totalEjections,
             lastProbeError: lastProbeError,
             ejectionRemaining: ejectionRemaining(now: now).map { .healthMillis($0) },
-            weightFactor: weightFactor(now: now, settings: settings))
+            weightFactor: weightFactor(now: now, settings: settings),
+            ejectionHeldBack: ejectionBlocked && circuit == .closed)
     }
 }
 
