@@ -35,6 +35,8 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
     private var attempts = 0
     /// The server of the last failed attempt (for the closing line when no connect succeeded).
     private var lastFailed: ServerDescriptor?
+    /// Why the last attempt failed (the end of a client whose retries then found no server).
+    private var lastFailure: (reason: String, timeout: Bool)?
     /// When the current connect attempt started (`preciseNanoseconds`).
     private var connectStartedAt: UInt64 = 0
     /// The relayed server's counters (set once relaying starts).
@@ -123,7 +125,13 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
             return
         }
         guard let (chosen, index, trial) = picked else {
-            finish("no_server", error: "no usable server")
+            if let lastFailure {
+                // Its own failures took the last usable server out (ejected, panic off): the
+                // client's connect failed, it did not find the service empty.
+                finish(lastFailure.timeout ? "connect_timeout" : "connect_failed", error: lastFailure.reason)
+            } else {
+                finish("no_server", error: "no usable server")
+            }
             return
         }
         // A trial sets a deadline (a lost trial is forgotten): the control worker's timer must know.
@@ -164,6 +172,7 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
         guard let failed = server else { return }
         server = nil
         lastFailed = failed
+        lastFailure = (reason, timeout)
         triedServers.append(failed)
         let stats = service.stats(for: failed)
         stats.connectsPending.releasingSubtract(1)

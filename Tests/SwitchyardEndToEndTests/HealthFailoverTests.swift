@@ -285,6 +285,30 @@ struct HealthFailoverTests {
         #expect(try primaryConnectFailures() == failedBefore, "new clients still tried a dead primary first")
     }
 
+    @Test("panic = off: a client whose own failed connect ejects the last server ends as connect_failed (its error, attempts), not no_server")
+    func ownFailureThatEmptiesTheServiceIsAConnectFailure() throws {
+        let port = try reserveLoopbackPort()  // nothing listens: refused
+        let proxy = try SwitchyardProcess(config: OpsConfig.global()
+            + HealthTestConfig.service("svc", servers: ["only 127.0.0.1:\(port)"], keys: [
+                "check = none", "eject_after = 1", "eject_time = 30s", "max_ejection_percent = 100", "panic = off", "retries = 2",
+            ]))
+        defer { proxy.stop() }
+        let client = try TestClient(port: try proxy.port("svc"))
+        defer { client.close() }
+        #expect(try client.waitForEnd(timeout: .seconds(5)) != nil)
+        let line = try proxy.waitForConnectionClosed(client: client.localAddress)
+        #expect(line["end"] == "connect_failed" && line["error"] == "connection refused", "\(line.raw)")
+        #expect(line["server"] == "only" && line["attempts"] == "1", "\(line.raw)")
+        let metrics = try proxy.metrics()
+        #expect(try metrics.value("switchyard_rejected_connections_total", ["service": "svc", "reason": "connect_failed"]) == 1)
+        #expect(try metrics.value("switchyard_rejected_connections_total", ["service": "svc", "reason": "no_server"]) == 0)
+        // The next client finds the service empty: that one is no_server.
+        let next = try TestClient(port: try proxy.port("svc"))
+        defer { next.close() }
+        #expect(try next.waitForEnd(timeout: .seconds(5)) != nil)
+        #expect(try proxy.waitForConnectionClosed(client: next.localAddress)["end"] == "no_server")
+    }
+
     // MARK: 7. on_down = close
 
     @Test("on_down = close: a server's established connection is closed when probes take it down; on_down = keep leaves it open")
