@@ -345,7 +345,7 @@ private func service(_ extra: String...) -> String {
         // Lines ended by a lone CR (old Mac files) are lines.
         let config = try ConfigLoader.parse("[global]\rworkers = 2\r[service pg]\rlisten = 0.0.0.0:1\rserver = a 10.0.0.1:1\r", file: "sy.ini")
         #expect(config.global.workers == 2 && config.services.map(\.name) == ["pg"])
-        #expect(loadError("[service pg]\rlisten = 0.0.0.0:1\rserver = a 10.0.0.1:1\rnonsense = 1") == "sy.ini:4: unknown key \"nonsense\" in [service pg] (known keys: listen, balance, server, connect_timeout, idle_timeout, splice, server_keepalive, check, check_interval, check_timeout, check_port, check_send, check_expect, check_initial, rise, fall, eject_after, eject_time, eject_time_max, max_ejection_percent, retries, panic, on_down, slow_start)")
+        #expect(loadError("[service pg]\rlisten = 0.0.0.0:1\rserver = a 10.0.0.1:1\rnonsense = 1") == "sy.ini:4: unknown key \"nonsense\" in [service pg] (known keys: listen, balance, server, connect_timeout, idle_timeout, splice, server_keepalive, check, check_interval, check_timeout, check_port, check_send, check_expect, check_user, check_database, check_initial, rise, fall, eject_after, eject_time, eject_time_max, max_ejection_percent, retries, panic, on_down, slow_start)")
     }
 
     @Test("A service of 50,000 servers loads; a duplicate name at the end is still named")
