@@ -194,11 +194,27 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
             self.upstream = nil
         }
         if attempts < maxAttempts {
+            if clientLeft() { return }
             service.stats.retries.add(1)
             connectNext()
         } else {
             finish(timeout ? "connect_timeout" : "connect_failed", error: reason)
         }
+    }
+
+    /// Before a retry: a client that has gone (reset, or closed without sending a byte) is not
+    /// worth more connects to a failing server. Ends the session then. Only on the failure path:
+    /// the first attempt never pays for the look.
+    private func clientLeft() -> Bool {
+        switch client.peerState() {
+        case .present:
+            return false
+        case .ended:
+            finish("client_left", error: "the client closed before a server could be reached")
+        case .failed(let error):
+            finish("client_reset", error: error.description)
+        }
+        return true
     }
 
     // MARK: Timer: connect timeout, retry backoff, then idle timeout
@@ -209,6 +225,7 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
             connectFailed(error: nil, reason: "timeout after \(connectTimeoutMs)ms", timeout: true)
         case .backingOff:
             phase = .connecting
+            if clientLeft() { return }
             tried = ServerSet()
             triedServers.removeAll(keepingCapacity: true)
             connectNext()

@@ -150,6 +150,28 @@ public final class TCPStream: UVHandle {
         return fd
     }
 
+    /// What a socket that is not being read says of its peer, without taking any byte.
+    public enum PeerState: Equatable {
+        /// Bytes wait, or nothing has happened.
+        case present
+        /// It closed its side without sending anything (still) unread.
+        case ended
+        /// It reset the connection (or another error is pending).
+        case failed(UVError)
+    }
+
+    /// Peeks (`MSG_PEEK`, non-blocking) for the peer's end. Only for a socket not being read.
+    public func peerState() -> PeerState {
+        guard let fd = try? fileDescriptor() else { return .present }
+        var byte: UInt8 = 0
+        let n = Glibc.recv(fd, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT))
+        if n > 0 { return .present }
+        if n == 0 { return .ended }
+        let e = errno
+        if e == EAGAIN || e == EWOULDBLOCK || e == EINTR { return .present }
+        return .failed(UVError(-e))
+    }
+
     // MARK: Connect
 
     public func connect(to address: SocketAddress) throws(UVError) {

@@ -2,6 +2,7 @@
 // and switchyard's probes, retries, passive ejection, backups, on_down and panic decide where (and
 // whether) each new connection goes. Intervals are short (check_interval = 200ms, eject_time =
 // 300ms) so every state change takes well under a second.
+import Glibc
 import Testing
 
 @Suite("Health checks and failover", .serialized)
@@ -307,6 +308,45 @@ struct HealthFailoverTests {
         defer { next.close() }
         #expect(try next.waitForEnd(timeout: .seconds(5)) != nil)
         #expect(try proxy.waitForConnectionClosed(client: next.localAddress)["end"] == "no_server")
+    }
+
+    @Test("A client gone while its connects fail stops the retries: closed without a byte, it ends as client_left after one attempt of five; reset, as client_reset; one that sent and half-closed keeps all five")
+    func retriesStopWhenTheClientHasGone() throws {
+        let port = try reserveLoopbackPort()  // nothing listens: refused
+        let proxy = try SwitchyardProcess(config: OpsConfig.global()
+            + HealthTestConfig.service("svc", servers: ["only 127.0.0.1:\(port)"], keys: [
+                "check = none", "eject_after = 0", "retries = 4",
+            ]))
+        defer { proxy.stop() }
+        let servicePort = try proxy.port("svc")
+        for (n, reset) in [false, true].enumerated() {
+            // Switchyard stopped: the client connects and leaves before it even accepts, so the
+            // first failed connect finds the client gone. (A reset client's address is gone with
+            // it: logged as client=-, so the line is found by count.)
+            kill(proxy.pid, SIGSTOP)
+            let client = try TestClient(port: servicePort)
+            if reset { client.reset() } else { client.close() }
+            kill(proxy.pid, SIGCONT)
+            try proxy.waitForLogLineCount("connection closed", n + 1)
+            let line = try #require(proxy.logLines.last { $0.message == "connection closed" })
+            #expect(line["end"] == (reset ? "client_reset" : "client_left"), "\(line.raw)")
+            #expect(line["attempts"] == "1", "retried for a client that had gone: \(line.raw)")
+        }
+        var metrics = try proxy.metrics()
+        #expect(try metrics.value("switchyard_connect_failures_total", ["server": "only", "reason": "refused"]) == 2)
+        #expect(try metrics.value("switchyard_retries_total", ["service": "svc"]) == 0)
+
+        // A client that sent its request and half-closed is still there: every attempt runs.
+        kill(proxy.pid, SIGSTOP)
+        let halfClosed = try TestClient(port: servicePort)
+        defer { halfClosed.close() }
+        try halfClosed.send("request\n")
+        try halfClosed.shutdownWrite()
+        kill(proxy.pid, SIGCONT)
+        let line = try proxy.waitForConnectionClosed(client: halfClosed.localAddress, timeout: .seconds(10))
+        #expect(line["end"] == "connect_failed" && line["attempts"] == "5", "\(line.raw)")
+        metrics = try proxy.metrics()
+        #expect(try metrics.value("switchyard_retries_total", ["service": "svc"]) == 4)
     }
 
     // MARK: 7. on_down = close
