@@ -324,7 +324,9 @@ struct OperatorSurfaceTests {
         let client = try TestClient(port: port, sourceIP: "127.0.0.2")
         try client.roundTrip("after\n")
         client.close()
-        let last = try proxy.waitForConnectionClosed(client: client.localAddress)
+        // Behind ~1 MiB of queued lines, which this process reads and parses first: on a busy
+        // machine that takes seconds.
+        let last = try proxy.waitForConnectionClosed(client: client.localAddress, timeout: .seconds(60))
         let lines = proxy.logLines
         let notices = lines.filter { $0.message == "log lines dropped: standard error was not read fast enough" }
         #expect(notices.count == 1, "\(notices.map(\.raw))")
