@@ -267,9 +267,13 @@ public final class ProxyRuntime: @unchecked Sendable {
         do {
             try TCPListener.checkAddressFree(entry.resolved)
         } catch {
-            throw StartError.listen(
-                service: service, address: entry.address.description,
-                error: "\(error)\(error.code == -EADDRINUSE ? " (another process listens there)" : "")")
+            var why = ""
+            if error.code == -EADDRINUSE {
+                why = admin.map { $0.boundAddress.listensOverlap(entry.resolved) } == true
+                    ? " (the running admin endpoint has it: move the admin endpoint away in a reload of its own first)"
+                    : " (another process listens there)"
+            }
+            throw StartError.listen(service: service, address: entry.address.description, error: "\(error)\(why)")
         }
     }
 

@@ -332,6 +332,11 @@ private func service(_ extra: String...) -> String {
             == "sy.ini:2: key balance does not belong in [global] (it goes in each [service NAME])")
         #expect(loadError(service("balance = ${BAL}"), environment: ["BAL": ""])
             == "sy.ini:4: missing value for balance (expected one of least_conn, ip_hash, round_robin) (the value comes from ${BAL}, which is set but empty)")
+        // Part of a value, as README's `server = pg1 ${PG1}` shows.
+        let partial = try #require(loadError(lines("[service pg]", "listen = 127.0.0.1:${PORT}", "server = pg1 ${PG1}"), environment: ["PORT": "", "PG1": ""]))
+        #expect(partial.hasPrefix("sy.ini:2: ") && partial.hasSuffix(" (${PORT} in it is set but empty)"), "\(partial)")
+        let server = try #require(loadError(lines("[service pg]", "listen = 127.0.0.1:1", "server = pg1 ${PG1}"), environment: ["PG1": ""]))
+        #expect(server.hasPrefix("sy.ini:3: ") && server.hasSuffix(" (${PG1} in it is set but empty)"), "\(server)")
         // A long value is cut short in the message, with control characters escaped.
         let long = String(repeating: "x", count: 100_000)
         let message = try #require(loadError(service("balance = \(long)")))

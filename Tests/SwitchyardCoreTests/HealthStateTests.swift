@@ -359,7 +359,8 @@ extension ServiceHealth {
         var off = s
         off.maxEjectionPercent = 0
         var none = ServiceHealth(settings: off, serverNames: ["pg1", "pg2", "pg3"], now: 0, backups: [false, false, true])
-        #expect(none.failConnects(0, 3, now: 0)?.transition.name == "ejection_skipped")
+        #expect(none.failConnects(0, 3, now: 0) == nil)
+        #expect(none.status(now: 0)[0].ejectionHeldBack == false && none.isUsable(0))
     }
 
     @Test func trialFailureReEjectsEvenWhenTheCapIsReached() {

@@ -76,6 +76,37 @@ struct OperatorSurfaceTests {
         try client.roundTrip("still mine\n")
     }
 
+    @Test("Swapping the admin endpoint's and a listener's addresses fails and says to do it in two reloads (both directions)")
+    func adminListenerSwapSaysTwoReloads() throws {
+        let echo = try Backend(name: "echo", behavior: .echo)
+        defer { echo.stop() }
+        let adminPort = try reserveLoopbackPort()
+        var listenPort = try reserveLoopbackPort()
+        while listenPort == adminPort { listenPort = try reserveLoopbackPort() }
+        func config(admin: UInt16, listen: UInt16) -> String {
+            OpsConfig.global(admin: "127.0.0.1:\(admin)") + OpsConfig.service("a", listen: "127.0.0.1:\(listen)", servers: ["s \(echo.address)"])
+        }
+        let proxy = try SwitchyardProcess(config: config(admin: adminPort, listen: listenPort))
+        defer { proxy.stop() }
+        // Both swap: the listener's move meets the running admin endpoint.
+        try proxy.rewriteConfig(config(admin: listenPort, listen: adminPort))
+        var reply = try AdminHTTP.request(port: adminPort, method: "POST", path: "/reload")
+        #expect(reply.status == 400 && reply.text.contains("the running admin endpoint has it: move the admin endpoint away in a reload of its own first"),
+                "\(reply)")
+        // The listener moves to a free port and the admin endpoint onto its old one (still open
+        // until the reload is applied).
+        var freePort = try reserveLoopbackPort()
+        while freePort == adminPort || freePort == listenPort { freePort = try reserveLoopbackPort() }
+        try proxy.rewriteConfig(config(admin: listenPort, listen: freePort))
+        reply = try AdminHTTP.request(port: adminPort, method: "POST", path: "/reload")
+        #expect(reply.status == 400 && reply.text.contains("a listener of the running configuration has it"), "\(reply)")
+        // Nothing changed.
+        let client = try TestClient(port: listenPort)
+        defer { client.close() }
+        try client.roundTrip("still here\n")
+        #expect(try AdminHTTP.request(port: adminPort, method: "GET", path: "/healthz").status == 200)
+    }
+
     @Test("A start whose admin endpoint cannot listen fails, naming it, and logs no listener as listening")
     func adminBindFailureStopsTheStart() throws {
         let echo = try Backend(name: "echo", behavior: .echo)

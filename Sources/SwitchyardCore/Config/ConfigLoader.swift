@@ -507,9 +507,12 @@ private struct Loader {
                 var message = error.message
                 // A long value is shown cut short (a whole pasted file helps nobody).
                 if value.count > excerptLength { message = message.replacing(value, with: excerpt(value)) }
-                if value.isEmpty && !setButEmpty.isEmpty {
+                if !setButEmpty.isEmpty {
                     let names = setButEmpty.map { "${\($0)}" }.joined(separator: ", ")
-                    message += " (the value comes from \(names), which is set but empty)"
+                    // `server = pg1 ${PG1}`, `listen = 127.0.0.1:${PORT}` with the variable empty.
+                    message += value.isEmpty
+                        ? " (the value comes from \(names), which is set but empty)"
+                        : " (\(names) in it is set but empty)"
                 }
                 throw ValueError(message)
             }

@@ -237,7 +237,9 @@ public struct ServerHealth: Sendable {
     /// `mayEject`: the service-wide cap allows one more ejected server.
     mutating func connectFailed(now: UInt64, reason: String, random: Double, settings: HealthSettings,
                                 mayEject: Bool, capNote: @autoclosure () -> String) -> HealthTransition? {
-        guard isActiveUp, settings.ejectAfter > 0 else { return nil }
+        // `max_ejection_percent = 0` turns ejection off, as `eject_after = 0` does: nothing to
+        // count, nothing held back.
+        guard isActiveUp, settings.ejectAfter > 0, settings.maxEjectionPercent > 0 else { return nil }
         switch circuit {
         case .open:
             return nil
