@@ -8,14 +8,10 @@ import Testing
 
 @Suite("Connection set-up")
 struct ConnectionSetupTests {
-    /// Stops switchyard (SIGSTOP) and waits until every thread is stopped, so that connections made
-    /// now wait in the kernel's accept queue, with whatever their clients send.
+    /// Stops switchyard until every thread is stopped, so that connections made now wait in the
+    /// kernel's accept queue, with whatever their clients send.
     private func pause(_ proxy: SwitchyardProcess) throws {
-        proxy.child.signal(SIGSTOP)
-        try waitUntil("every switchyard thread stopped", timeout: .seconds(5)) {
-            let states = threadStates(pid: proxy.pid)
-            return !states.isEmpty && states.values.allSatisfy { $0 == "T" || $0 == "t" }
-        }
+        try proxy.suspend()
     }
 
     @Test("A request sent before switchyard accepted reaches the server, after a refused first attempt too, and the reply comes back")

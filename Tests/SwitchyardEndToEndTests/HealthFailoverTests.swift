@@ -323,10 +323,10 @@ struct HealthFailoverTests {
             // Switchyard stopped: the client connects and leaves before it even accepts, so the
             // first failed connect finds the client gone. (A reset client's address is gone with
             // it: logged as client=-, so the line is found by count.)
-            kill(proxy.pid, SIGSTOP)
+            try proxy.suspend()
             let client = try TestClient(port: servicePort)
             if reset { client.reset() } else { client.close() }
-            kill(proxy.pid, SIGCONT)
+            proxy.resume()
             try proxy.waitForLogLineCount("connection closed", n + 1)
             let line = try #require(proxy.logLines.last { $0.message == "connection closed" })
             #expect(line["end"] == (reset ? "client_reset" : "client_left"), "\(line.raw)")
@@ -337,12 +337,12 @@ struct HealthFailoverTests {
         #expect(try metrics.value("switchyard_retries_total", ["service": "svc"]) == 0)
 
         // A client that sent its request and half-closed is still there: every attempt runs.
-        kill(proxy.pid, SIGSTOP)
+        try proxy.suspend()
         let halfClosed = try TestClient(port: servicePort)
         defer { halfClosed.close() }
         try halfClosed.send("request\n")
         try halfClosed.shutdownWrite()
-        kill(proxy.pid, SIGCONT)
+        proxy.resume()
         let line = try proxy.waitForConnectionClosed(client: halfClosed.localAddress, timeout: .seconds(10))
         #expect(line["end"] == "connect_failed" && line["attempts"] == "5", "\(line.raw)")
         metrics = try proxy.metrics()

@@ -400,9 +400,9 @@ struct OperatorSurfaceTests {
         // upload) the client's next bytes, which the server will never read, then the server's
         // answer and its reset. Without care the answer was lost: the first answer's look for an
         // end behind it failed on the reset, and a write to the reset server failed first.
-        kill(proxy.pid, SIGSTOP)
+        try proxy.suspend()
         var resumed = false
-        defer { if !resumed { kill(proxy.pid, SIGCONT) } }
+        defer { if !resumed { proxy.resume() } }
         if abort != .firstAnswer {
             try client.send([UInt8](repeating: 0x75, count: 64 * 1024))
         }

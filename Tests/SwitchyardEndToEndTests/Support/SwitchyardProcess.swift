@@ -132,6 +132,20 @@ final class SwitchyardProcess {
 
     deinit { stop() }
 
+    /// Stops switchyard (SIGSTOP) and waits until every thread is stopped, so that what happens
+    /// next (connections, closes, resets) waits in the kernel until `resume()`.
+    func suspend() throws {
+        child.signal(SIGSTOP)
+        try waitUntil("every switchyard thread stopped", timeout: .seconds(5)) {
+            let states = threadStates(pid: pid)
+            return !states.isEmpty && states.values.allSatisfy { $0 == "T" || $0 == "t" }
+        }
+    }
+
+    func resume() {
+        child.signal(SIGCONT)
+    }
+
     /// SIGKILL if still running; removes the temp folder. Idempotent.
     func stop() {
         child.kill()
