@@ -97,11 +97,7 @@ final class HealthProber: TCPStreamDelegate {
             // A session the probe opened is ended the protocol's way (a PostgreSQL Terminate),
             // so that the server logs nothing.
             let farewell = probe.farewell(received: received)
-            if !farewell.isEmpty {
-                let buffer = loop.buffers.take()
-                farewell.withUnsafeBytes { buffer.copyMemory(from: $0.baseAddress!, byteCount: farewell.count) }
-                _ = stream.write(buffer: buffer, count: farewell.count)  // best effort; the verdict stands
-            }
+            if !farewell.isEmpty { _ = write(farewell, to: stream) }  // best effort; the verdict stands
         }
         stream?.close()
         stream = nil
@@ -118,6 +114,15 @@ final class HealthProber: TCPStreamDelegate {
         }
     }
 
+    /// Writes `bytes` (at most one pooled buffer's worth) through a pooled buffer.
+    private func write(_ bytes: [UInt8], to stream: TCPStream) -> UVError? {
+        let pool = loop.buffers
+        let buffer = pool.take()
+        let count = min(bytes.count, pool.bufferSize)
+        bytes.withUnsafeBytes { buffer.copyMemory(from: $0.baseAddress!, byteCount: count) }
+        return stream.write(buffer: buffer, count: count)
+    }
+
     // MARK: TCPStreamDelegate
 
     func stream(_ stream: TCPStream, didConnect error: UVError?) {
@@ -126,15 +131,9 @@ final class HealthProber: TCPStreamDelegate {
             failed(error)
             return
         }
-        if !probe.request.isEmpty {
-            let pool = loop.buffers
-            let buffer = pool.take()
-            let count = min(probe.request.count, pool.bufferSize)
-            probe.request.withUnsafeBytes { buffer.copyMemory(from: $0.baseAddress!, byteCount: count) }
-            if let error = stream.write(buffer: buffer, count: count) {
-                finish(.fail(reason: error.description))
-                return
-            }
+        if !probe.request.isEmpty, let error = write(probe.request, to: stream) {
+            finish(.fail(reason: error.description))
+            return
         }
         guard probe.readsReply else {
             finish(.pass)

@@ -654,26 +654,24 @@ public final class ProxyRuntime: @unchecked Sendable {
                 var entries: [ListenPlan] = []
                 for (key, address) in Self.listenerKeys(of: serviceConfig) {
                     let text = key.address
-                    var reuse: ListenerKey? = open[key] != nil ? key : nil
-                    if reuse == nil && address.port != 0 {
-                        reuse = open.keys.first { $0.address == text }
-                    }
-                    if let reuse, let bound = open.removeValue(forKey: reuse) {
+                    // Keeps the open listener `reuse` for this address.
+                    func keep(_ reuse: ListenerKey) throws -> Bool {
+                        guard let bound = open.removeValue(forKey: reuse) else { return false }
                         let entry = ListenPlan(key: key, address: address, resolved: bound, reuse: reuse)
                         try checkListen((serviceConfig.name, entry), after: planned[...], ownOpen: ownOpen)
                         planned.append((serviceConfig.name, entry))
                         entries.append(entry)
-                        continue
+                        return true
                     }
+                    var reuse: ListenerKey? = open[key] != nil ? key : nil
+                    if reuse == nil && address.port != 0 {
+                        reuse = open.keys.first { $0.address == text }
+                    }
+                    if let reuse, try keep(reuse) { continue }
                     let resolved = try resolveListen(address, service: serviceConfig.name, names: names)
                     // Another spelling of a socket already open (localhost:P for 127.0.0.1:P):
                     // that socket stays.
-                    if resolved.port != 0, let same = open.first(where: { $0.value == resolved })?.key,
-                       let bound = open.removeValue(forKey: same) {
-                        let entry = ListenPlan(key: key, address: address, resolved: bound, reuse: same)
-                        try checkListen((serviceConfig.name, entry), after: planned[...], ownOpen: ownOpen)
-                        planned.append((serviceConfig.name, entry))
-                        entries.append(entry)
+                    if resolved.port != 0, let same = open.first(where: { $0.value == resolved })?.key, try keep(same) {
                         continue
                     }
                     try checkListen(

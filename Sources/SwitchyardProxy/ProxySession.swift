@@ -33,10 +33,9 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
     private var triedServers: [ServerDescriptor] = []
     private var triedLayout: UInt64 = 0
     private var attempts = 0
-    /// The server of the last failed attempt (for the closing line when no connect succeeded).
-    private var lastFailed: ServerDescriptor?
-    /// Why the last attempt failed (the end of a client whose retries then found no server).
-    private var lastFailure: (reason: String, timeout: Bool)?
+    /// The last failed attempt: its server (for the closing line when no connect succeeded) and
+    /// why it failed (the end of a client whose retries then find no server).
+    private var lastFailure: (server: ServerDescriptor, reason: String, timeout: Bool)?
     /// When the current connect attempt started (`preciseNanoseconds`).
     private var connectStartedAt: UInt64 = 0
     /// The relayed server's counters (set once relaying starts).
@@ -125,10 +124,10 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
             return
         }
         guard let (chosen, index, trial) = picked else {
-            if let lastFailure {
+            if lastFailure != nil {
                 // Its own failures took the last usable server out (ejected, panic off): the
                 // client's connect failed, it did not find the service empty.
-                finish(lastFailure.timeout ? "connect_timeout" : "connect_failed", error: lastFailure.reason)
+                finishConnectFailed()
             } else {
                 finish("no_server", error: "no usable server")
             }
@@ -171,8 +170,7 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
     private func connectFailed(error: UVError?, reason: String, timeout: Bool) {
         guard let failed = server else { return }
         server = nil
-        lastFailed = failed
-        lastFailure = (reason, timeout)
+        lastFailure = (failed, reason, timeout)
         triedServers.append(failed)
         let stats = service.stats(for: failed)
         stats.connectsPending.releasingSubtract(1)
@@ -198,8 +196,14 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
             service.stats.retries.add(1)
             connectNext()
         } else {
-            finish(timeout ? "connect_timeout" : "connect_failed", error: reason)
+            finishConnectFailed()
         }
+    }
+
+    /// Every attempt failed: the client ends with the last one's error.
+    private func finishConnectFailed() {
+        guard let last = lastFailure else { return }
+        finish(last.timeout ? "connect_timeout" : "connect_failed", error: last.reason)
     }
 
     /// Before a retry: a client that has gone (reset, or closed without sending a byte) is not
@@ -583,14 +587,14 @@ final class ProxySession: TCPStreamDelegate, UVTimerTarget, EndOfTurnTarget {
         let duration = client.loop.now &- startedAt
         var metadata: Logger.Metadata = [
             "client": "\(clientAddress?.description ?? "-")",
-            "server": "\((server ?? lastFailed)?.name ?? "-")",
+            "server": "\((server ?? lastFailure?.server)?.name ?? "-")",
             "bytes_in": "\(bytesIn)",
             "bytes_out": "\(bytesOut)",
             "duration_ms": "\(duration)",
             "end": "\(endReason)",
         ]
         if let endError { metadata["error"] = "\(endError)" }
-        if server == nil, lastFailed != nil { metadata["attempts"] = "\(attempts)" }
+        if server == nil, lastFailure != nil { metadata["attempts"] = "\(attempts)" }
         logger.info("connection closed", metadata: metadata)
     }
 }

@@ -1,11 +1,14 @@
 import Testing
 @testable import SwitchyardCore
 
-private func probe(_ check: HealthCheckKind, send: String? = nil, expect: String? = nil) -> HealthProbe {
+private func probe(_ check: HealthCheckKind, send: String? = nil, expect: String? = nil,
+                   user: String? = nil, database: String? = nil) -> HealthProbe {
     var s = HealthSettings()
     s.check = check
     s.checkSend = send.map { Array($0.utf8) }
     s.checkExpect = expect.map { Array($0.utf8) }
+    s.checkUser = user
+    s.checkDatabase = database
     return HealthProbe(settings: s)!
 }
 
@@ -132,27 +135,20 @@ private func mysqlPacket(_ payload: [UInt8], sequence: UInt8 = 0) -> [UInt8] {
 
     @Test("check_user: a StartupMessage as that user (protocol 3.0, the database when given)")
     func pgsqlLoginRequest() {
-        var s = HealthSettings()
-        s.check = .pgsql
-        s.checkUser = "monitor"
-        let p = HealthProbe(settings: s)!
+        let p = probe(.pgsql, user: "monitor")
         #expect(p.kind == .pgsqlLogin && p.readsReply)
         let body = [0, 3, 0, 0] + bytes("user") + [0] + bytes("monitor") + [0]
             + bytes("application_name") + [0] + bytes("switchyard health check") + [0, 0]
         let length = body.count + 4
         #expect(p.request == [0, 0, UInt8(length >> 8), UInt8(length & 0xFF)] + body)
-        s.checkDatabase = "app"
-        let withDatabase = HealthProbe(settings: s)!
+        let withDatabase = probe(.pgsql, user: "monitor", database: "app")
         #expect(withDatabase.request.count == p.request.count + 13)
         #expect(String(decoding: withDatabase.request, as: UTF8.self).contains("database\u{0}app\u{0}"))
     }
 
     @Test("check_user: a password asked for passes at once (no goodbye); AuthenticationOk passes at ReadyForQuery, then a Terminate; refusals fail with their message")
     func pgsqlLoginVerdicts() {
-        var s = HealthSettings()
-        s.check = .pgsql
-        s.checkUser = "monitor"
-        let p = HealthProbe(settings: s)!
+        let p = probe(.pgsql, user: "monitor")
         // SCRAM (10, with the mechanism list) or MD5 (5): the server takes logins.
         let scram = pgMessage("R", [0, 0, 0, 10] + bytes("SCRAM-SHA-256") + [0, 0])
         for n in 0..<9 { #expect(p.evaluate(received: Array(scram.prefix(n))) == .needMore, "\(n) bytes") }

@@ -160,7 +160,7 @@ public struct HealthProbe: Equatable, Sendable {
         case UInt8(ascii: "E"):
             // ErrorResponse: 'E', Int32 length (itself included), fields (type byte, C string), 0.
             guard bytes.count >= 5 else { return complete ? .fail(reason: "pgsql error response") : .needMore }
-            let length = Int(bytes[1]) << 24 | Int(bytes[2]) << 16 | Int(bytes[3]) << 8 | Int(bytes[4])
+            let length = pgsqlInt32(bytes, at: 1)
             guard length >= 4 else { return .fail(reason: "pgsql error response (bad length \(length))") }
             if bytes.count < 1 + length, !complete { return .needMore }
             let body = bytes[5..<Swift.min(bytes.count, 1 + length)]
@@ -171,6 +171,11 @@ public struct HealthProbe: Equatable, Sendable {
         default:
             return .fail(reason: "unexpected pgsql reply to SSLRequest: \"\(healthDescribeBytes(bytes.prefix(16)))\"")
         }
+    }
+
+    /// A big-endian Int32 (PostgreSQL's lengths and codes) at `index`; four bytes must be there.
+    static func pgsqlInt32<C: Collection>(_ bytes: C, at index: C.Index) -> Int where C.Element == UInt8 {
+        bytes[index...].prefix(4).reduce(0) { $0 << 8 | Int($1) }
     }
 
     /// StartupMessage, protocol 3.0: Int32 length, Int32 196608, then name/value C strings and a
@@ -193,7 +198,7 @@ public struct HealthProbe: Equatable, Sendable {
         var messages: [(type: UInt8, body: ArraySlice<UInt8>)] = []
         var i = 0
         while i + 5 <= bytes.count {
-            let length = Int(bytes[i + 1]) << 24 | Int(bytes[i + 2]) << 16 | Int(bytes[i + 3]) << 8 | Int(bytes[i + 4])
+            let length = pgsqlInt32(bytes, at: i + 1)
             guard length >= 4, i + 1 + length <= bytes.count else { break }
             messages.append((bytes[i], bytes[(i + 5)..<(i + 1 + length)]))
             i += 1 + length
@@ -210,16 +215,15 @@ public struct HealthProbe: Equatable, Sendable {
             return .fail(reason: "unexpected pgsql reply to StartupMessage: \"\(healthDescribeBytes(bytes.prefix(16)))\"")
         }
         if bytes.count >= 5 {
-            let length = Int(bytes[1]) << 24 | Int(bytes[2]) << 16 | Int(bytes[3]) << 8 | Int(bytes[4])
+            let length = pgsqlInt32(bytes, at: 1)
             guard length >= 8 else { return .fail(reason: "pgsql authentication message with a bad length (\(length))") }
         }
         var authenticated = false
         for message in pgsqlMessages(bytes) {
             switch message.type {
             case UInt8(ascii: "R"):
-                let b = message.body
-                guard b.count >= 4 else { return .fail(reason: "pgsql authentication message cut short") }
-                let code = Int(b[b.startIndex]) << 24 | Int(b[b.startIndex + 1]) << 16 | Int(b[b.startIndex + 2]) << 8 | Int(b[b.startIndex + 3])
+                guard message.body.count >= 4 else { return .fail(reason: "pgsql authentication message cut short") }
+                let code = pgsqlInt32(message.body, at: message.body.startIndex)
                 // A password or SASL exchange asked for: the server takes logins.
                 if code != 0 { return .pass }
                 authenticated = true

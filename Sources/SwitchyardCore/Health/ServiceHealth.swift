@@ -187,7 +187,7 @@ public struct ServiceHealth: Sendable {
         let total = servers.count
         // Backups are there to take over: while one is usable, failing primaries may all be
         // ejected, past the cap (which still holds for the backups themselves).
-        let backupStandsIn = mayDecide && ejected + 1 > limit && percent > 0 && !isBackup[server]
+        let backupStandsIn = mayDecide && ejected + 1 > limit && !isBackup[server]
             && servers.indices.contains { isBackup[$0] && servers[$0].isUsable }
         let change = servers[server].connectFailed(
             now: now, reason: reason, random: random, settings: settings,
